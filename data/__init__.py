@@ -1,0 +1,1 @@
+"""Recordings: the episode store, labels, legacy import, split, augmentation and game profiles."""
