@@ -108,6 +108,10 @@ class EpisodeWriter:
         self.n_frames = stop
         self.group.attrs["n_frames"] = stop
 
+    def __len__(self) -> int:
+        """Rows appended so far, flushed or not."""
+        return self.n_frames + self._buffered
+
     def discard_last(self, seconds: float) -> int:
         """Drop the frames of the last `seconds` (a botched moment before pause). Returns how many."""
         self.flush()
