@@ -7,6 +7,7 @@
 The attribute `n_frames` is written after the rows it counts, so an episode cut off mid-recording
 (crash, kill, power loss) is readable up to its last flush and says `complete: false`.
 """
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -207,6 +208,23 @@ class Episode:
     def read(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Frames, keys and t of rows [start, stop) in one contiguous read each."""
         return self.frames[start:stop], self.keys[start:stop], self.t[start:stop]
+
+    def digest(self) -> str:
+        """A fingerprint of the recording that changes when it is re-recorded or edited.
+
+        Hashes labels, timestamps and attributes in full, and the size of every compressed frame
+        chunk (hashing every pixel would mean reading the whole dataset on each check).
+        """
+        h = hashlib.sha256()
+        h.update(json.dumps({k: self.attrs.get(k) for k in ("n_frames", "fps", "kind", "pad_frames")},
+                            sort_keys=True).encode())
+        h.update(np.ascontiguousarray(self.keys[:]).tobytes())
+        h.update(np.ascontiguousarray(self.t[:]).tobytes())
+        chunks = self.path / "frames" / "c"
+        for f in sorted(chunks.rglob("*")) if chunks.exists() else []:
+            if f.is_file():
+                h.update(f"{f.relative_to(chunks)}:{f.stat().st_size};".encode())
+        return h.hexdigest()[:16]
 
     @property
     def kind(self) -> str:

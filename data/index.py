@@ -63,7 +63,10 @@ def index_episodes(roots: list[str | Path], kinds: list[str] | None = None,
                 continue
             if kinds and ep.kind not in kinds:
                 continue
-            found.append(EpisodeInfo(path=path, kind=ep.kind, n_frames=ep.n_frames,
-                                     fps=float(ep.attrs.get("fps", 0.0)), pad_frames=ep.pad_frames,
-                                     complete=ep.complete, profile=ep.profile))
+            found.append(episode_info(ep))
     return sorted(found, key=lambda info: str(info.path))
+
+
+def episode_info(ep: Episode) -> EpisodeInfo:
+    return EpisodeInfo(path=ep.path, kind=ep.kind, n_frames=ep.n_frames, fps=float(ep.attrs.get("fps", 0.0)),
+                       pad_frames=ep.pad_frames, complete=ep.complete, profile=ep.profile)
