@@ -3,9 +3,10 @@
 Everything downstream (recorder, augmentation, preprocessing, live loop) takes geometry from here.
 """
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from data.augment import AugmentSpec
 from data.errors import UserError
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
@@ -40,6 +41,7 @@ class GameProfile:
     hud: dict[str, Rect]  # minimap / HUD rectangles that augmentation must preserve
     preprocess: str  # "pad": zero-pad and centre to a multiple of 14; "resize": resize to one
     source: str  # the TOML file this came from
+    augment: AugmentSpec = field(default_factory=AugmentSpec)  # variants for stage 1; always has "clean"
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
@@ -82,6 +84,7 @@ def load_profile(name_or_path: str | Path) -> GameProfile:
             hud=hud,
             preprocess=preprocess,
             source=str(path),
+            augment=AugmentSpec.from_table(spec.get("augment", {})),
         )
     except FileNotFoundError:
         raise UserError(f"{path}: game profile not found") from None
