@@ -1,0 +1,60 @@
+"""The controller: key probabilities for w, a, s, d → how long each key is held (the seed's proportional control).
+
+A decision's plan is `hold: dict[str, float]`, seconds each key is held from the decision time:
+0 = released, math.inf = held until the next decision.
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from data.errors import UserError
+from data.labels import KEYS
+
+
+@dataclass
+class ControllerSettings:
+    max_steer: float = 1.0  # a/d are held for at most this fraction of the decision interval
+    gas_threshold: float = 0.5  # w held while p(w) >= this
+    brake_threshold: float = 0.5  # s held while p(s) >= this
+    steer_threshold: float = 0.5  # thresholded variant only: a/d pressed while p >= this
+    proportional: bool = True  # False: a/d by threshold (for comparison), held for max_steer · interval
+
+    def check(self) -> None:
+        if not 0.0 <= self.max_steer <= 1.0:
+            raise UserError(f"--max-steer {self.max_steer}: must be a fraction of the interval in [0, 1]")
+        for name in ("gas_threshold", "brake_threshold", "steer_threshold"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise UserError(f"--{name.replace('_', '-')} {value}: must be a probability in [0, 1]")
+
+
+def decide(probs, interval_s: float, settings: ControllerSettings) -> dict[str, float]:
+    """Probabilities (4,) for w, a, s, d and the time since the last decision → hold plan.
+
+    Proportional steering: delta = p(a) - p(d); the winning side is held for |delta| · interval,
+    at most max_steer · interval. w and s are held until the next decision or released by threshold;
+    when both pass, only the more probable one is held (w on a tie).
+    """
+    p = np.asarray(probs, dtype=np.float64).reshape(-1)
+    if p.shape != (4,) or not np.isfinite(p).all():
+        raise ValueError(f"probs must be 4 finite values for w, a, s, d, got {probs!r}")
+    if not interval_s >= 0:
+        raise ValueError(f"interval_s must be >= 0, got {interval_s}")
+    pw, pa, ps, pd = p
+    hold = dict.fromkeys(KEYS, 0.0)
+
+    gas, brake = pw >= settings.gas_threshold, ps >= settings.brake_threshold
+    if gas and brake:
+        gas, brake = pw >= ps, ps > pw
+    hold["w"] = math.inf if gas else 0.0
+    hold["s"] = math.inf if brake else 0.0
+
+    if settings.proportional:
+        strength = abs(pa - pd)
+    else:
+        a_on, d_on = pa >= settings.steer_threshold, pd >= settings.steer_threshold
+        strength = 1.0 if (a_on or d_on) and pa != pd else 0.0
+    if strength > 0:
+        hold["a" if pa > pd else "d"] = min(strength, settings.max_steer) * interval_s
+    return hold

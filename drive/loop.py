@@ -1,0 +1,317 @@
+"""The live decision loop, written against injected parts so any game, backbone and head can plug in.
+
+    grab → preprocess → features (backbone + reduction, newest frame only) → ring buffer → select by
+    time → head → sigmoid → controller → key scheduler
+
+mode "recompute" is the seed's way, kept for the benchmark: a ring of preprocessed frames, and the
+backbone runs on every frame of the sequence at each decision.
+
+Safety: keys are released on quit, pause, any exception, Ctrl-C and SIGTERM (release_keys_on_exit) and
+at interpreter exit (KeyScheduler). The watchdog is the scheduler itself: no hold, not even "until the
+next decision", outlasts watchdog_s, so a stalled loop lets go of every key.
+"""
+import dataclasses
+import importlib
+import json
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from data.errors import UserError
+from data.labels import KEYS
+from drive.controller import ControllerSettings, decide
+from drive.keys import KeyOutput, release_keys_on_exit
+from drive.ring import RingBuffer
+
+MODES = ("ring", "recompute")
+STAGES = ("capture", "preprocess", "backbone", "head", "total")
+
+
+@dataclass
+class LoopSettings:
+    seq_len: int = 3
+    stride_s: float = 0.25  # sequence stride in seconds, from the checkpoint
+    mode: str = "ring"  # "ring": backbone on the newest frame only; "recompute": on every sequence frame
+    ring_capacity: int = 256
+    watchdog_s: float = 0.5  # every key is released when no decision arrives for this long
+    first_interval_s: float = 0.1  # controller interval for the first decision after a start or resume
+    recording_fps: float = 0.0  # fps of the training recordings, to print the label shift (0: skip)
+    max_decisions: int = 0  # stop after this many decisions (0: no limit)
+    max_seconds: float = 0.0  # stop after this many seconds (0: no limit)
+    telemetry_path: Path | None = None  # JSONL, one line per decision; must not exist yet
+    pause_poll_s: float = 0.05
+    quit_key: str = "t"  # the seed's hotkeys
+    pause_key: str = "n"
+    steer_less_key: str = "x"
+    steer_more_key: str = "b"
+    steer_step: float = 0.05  # max_steer change per steer hotkey press
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise UserError(f"--mode {self.mode}: choose one of {', '.join(MODES)}")
+        if self.seq_len < 1 or not self.stride_s > 0:
+            raise UserError(f"sequence length {self.seq_len} / stride {self.stride_s} s: need >= 1 and > 0")
+        if self.ring_capacity < self.seq_len:
+            raise UserError(f"--ring-capacity {self.ring_capacity}: must hold at least seq_len={self.seq_len}")
+        if not self.watchdog_s > 0:
+            raise UserError(f"--watchdog {self.watchdog_s}: must be > 0 seconds")
+        if self.telemetry_path is not None and Path(self.telemetry_path).exists():
+            raise UserError(f"{self.telemetry_path}: already exists; choose a new --telemetry file")
+
+
+def no_hotkeys() -> Iterable[str]:
+    return ()
+
+
+@dataclass
+class DriveParts:
+    grab: Callable[[], np.ndarray | None]  # the newest frame (H, W, 3) RGB uint8; None when the game ended
+    preprocess_fn: Callable[[np.ndarray], torch.Tensor]  # one frame → model input, stage 1's own code
+    features_fn: Callable[[torch.Tensor], torch.Tensor]  # (N, ...) inputs → (N, ...) features: backbone + reduction
+    head_fn: Callable[[torch.Tensor], torch.Tensor]  # (1, seq_len, ...) features → 4 logits for w, a, s, d
+    scheduler: KeyOutput  # a KeyScheduler over a key sink, or a game's adapter
+    hotkeys: Callable[[], Iterable[str]] = no_hotkeys  # names of hotkeys pressed since the last call
+    sync: Callable[[], None] = lambda: None  # torch.cuda.synchronize on a GPU, so stage times are honest
+
+
+class HotkeyQueue:
+    """A hotkey source anything can feed: put(name) from any thread; the loop drains it by calling it."""
+
+    def __init__(self):
+        self._names: list[str] = []
+        self._lock = threading.Lock()
+
+    def put(self, name: str) -> None:
+        with self._lock:
+            self._names.append(name)
+
+    def __call__(self) -> list[str]:
+        with self._lock:
+            names, self._names = self._names, []
+        return names
+
+
+class KeyboardHotkeys(HotkeyQueue):
+    """Hotkeys from the global keyboard hook of the `keyboard` package; close() removes the hook."""
+
+    def __init__(self, names: Iterable[str]):
+        super().__init__()
+        try:
+            self._keyboard = importlib.import_module("keyboard")
+        except ImportError:
+            raise UserError("hotkeys need the `keyboard` package: pip install keyboard") from None
+        self._hooks = [self._keyboard.add_hotkey(name, self.put, args=(name,)) for name in names]
+
+    def close(self) -> None:
+        for hook in self._hooks:
+            self._keyboard.remove_hotkey(hook)
+
+
+class Telemetry:
+    """JSONL lines flushed as written: a line per decision, per event (pause, error, ...), summary last."""
+
+    def __init__(self, path: Path | None):
+        self.file = None
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(path, "x")
+
+    def write(self, record: dict) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@dataclass
+class DriveSummary:
+    decisions: int
+    active_s: float  # driving time, pauses excluded
+    decisions_per_s: float
+    latency_ms: dict[str, dict[str, float | None]]  # stage → {"p50": ..., "p95": ...}; None: no decisions
+    key_share: dict[str, float]  # share of driving time each key was held
+    watchdog_releases: int  # decisions that found a held key already let go by the watchdog
+    label_shift_frames: int | None  # p50 capture-to-keys latency in recording frames
+    stopped_by: str  # quit, source_end, max_decisions, max_seconds, or the exception's name
+
+    def text(self) -> str:
+        lat = self.latency_ms["total"]
+        if not self.decisions:
+            return f"no decisions; stopped by {self.stopped_by}"
+        lines = [f"{self.decisions} decisions in {self.active_s:.1f} s: {self.decisions_per_s:.2f} decisions/s, "
+                 f"latency p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms (capture to keys); "
+                 f"stopped by {self.stopped_by}",
+                 "keys held: " + ", ".join(f"{k} {self.key_share[k]:.0%}" for k in KEYS)]
+        if self.watchdog_releases:
+            lines.append(f"watchdog released keys {self.watchdog_releases} times")
+        if self.label_shift_frames is not None:
+            lines.append(f"label shift to train with: {self.label_shift_frames} frames "
+                         f"(p50 latency {lat['p50']:.1f} ms)")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Run:
+    controller: ControllerSettings
+    ring: RingBuffer
+    start: float
+    held_at_start: dict[str, float]
+    decisions: int = 0
+    last_decision: float | None = None
+    expect_held: frozenset = frozenset()
+    watchdog_releases: int = 0
+    paused_since: float | None = None
+    paused_s: float = 0.0
+    latencies: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+
+
+def drive(parts: DriveParts, controller: ControllerSettings, settings: LoopSettings,
+          log: Callable[[str], None] = print) -> DriveSummary:
+    """Drive until quit, the end of the frame source, a limit, or an error; keys are released on every way
+    out. Returns (and logs, and writes last to telemetry) the summary."""
+    settings.check()
+    controller.check()
+    clock = parts.scheduler.clock
+    max_age = settings.seq_len * settings.stride_s  # the oldest slot's target, plus a stride to choose from
+    with Telemetry(settings.telemetry_path) as telemetry, release_keys_on_exit(parts.scheduler):
+        start = clock()
+        run = _Run(controller, RingBuffer(settings.ring_capacity, max_age), start, parts.scheduler.held_seconds(start))
+        stopped_by, error = "", None
+        try:
+            stopped_by = _loop(parts, settings, run, telemetry, log)
+        except BaseException as e:
+            stopped_by, error = type(e).__name__, e
+            raise
+        finally:
+            parts.scheduler.release_all()  # first: writing logs may be slow or fail
+            if error is not None:
+                telemetry.write({"event": "error", "t": clock() - start, "error": f"{type(error).__name__}: {error}"})
+            summary = _summary(parts.scheduler, settings, run, stopped_by, clock())
+            telemetry.write({"event": "summary", **dataclasses.asdict(summary)})
+            log(summary.text())
+    return summary
+
+
+def _loop(parts, settings, run, telemetry, log) -> str:
+    clock = parts.scheduler.clock
+    while True:
+        now = clock()
+        if settings.max_decisions and run.decisions >= settings.max_decisions:
+            return "max_decisions"
+        if settings.max_seconds and now - run.start >= settings.max_seconds:
+            return "max_seconds"
+        for name in parts.hotkeys():
+            name = name.lower()
+            if name == settings.quit_key:
+                return "quit"
+            if name == settings.pause_key:
+                _toggle_pause(parts, run, telemetry, log, now)
+            elif name in (settings.steer_less_key, settings.steer_more_key):
+                step = settings.steer_step if name == settings.steer_more_key else -settings.steer_step
+                max_steer = round(min(1.0, max(0.0, run.controller.max_steer + step)), 6)
+                run.controller = dataclasses.replace(run.controller, max_steer=max_steer)
+                telemetry.write({"event": "max_steer", "t": now - run.start, "max_steer": max_steer})
+                log(f"max steer {max_steer:.2f}")
+        if run.paused_since is not None:
+            time.sleep(settings.pause_poll_s)
+            continue
+        if not _decide_once(parts, settings, run, telemetry):
+            return "source_end"
+
+
+def _toggle_pause(parts, run, telemetry, log, now) -> None:
+    if run.paused_since is None:
+        parts.scheduler.release_all()
+        run.ring.clear()  # history from before the pause would be stitched onto the new view
+        run.last_decision = None
+        run.expect_held = frozenset()
+        run.paused_since = now
+        event = "pause"
+    else:
+        run.paused_s += now - run.paused_since
+        run.paused_since = None
+        event = "resume"
+    telemetry.write({"event": event, "t": now - run.start})
+    log(f"{event}d" if event == "pause" else "resumed")
+
+
+def _decide_once(parts, settings, run, telemetry) -> bool:
+    clock, scheduler = parts.scheduler.clock, parts.scheduler
+    t0 = clock()
+    frame = parts.grab()
+    if frame is None:
+        return False
+    t_capture = clock()
+    x = torch.as_tensor(parts.preprocess_fn(frame))
+    parts.sync()
+    t_pre = clock()
+    with torch.inference_mode():
+        if settings.mode == "ring":
+            run.ring.push(t_capture, parts.features_fn(x[None])[0])
+            seq = run.ring.select(t_capture, settings.seq_len, settings.stride_s)
+            features = torch.stack([e.item for e in seq])
+        else:
+            run.ring.push(t_capture, x)
+            seq = run.ring.select(t_capture, settings.seq_len, settings.stride_s)
+            features = parts.features_fn(torch.stack([e.item for e in seq]))
+        parts.sync()
+        t_backbone = clock()
+        logits = parts.head_fn(features[None])
+        probs = torch.sigmoid(logits.float()).reshape(-1).cpu().numpy()
+    t_head = clock()
+
+    interval = settings.first_interval_s if run.last_decision is None else t_head - run.last_decision
+    hold = decide(probs, interval, run.controller)
+    released_by_watchdog = run.expect_held - scheduler.held_keys()
+    if released_by_watchdog:
+        run.watchdog_releases += 1
+        telemetry.write({"event": "watchdog", "t": t_head - run.start, "keys": sorted(released_by_watchdog)})
+    scheduler.apply({k: min(v, settings.watchdog_s) for k, v in hold.items()}, now=t_head)
+    t_keys = clock()
+    run.last_decision = t_head
+    run.expect_held = frozenset(k for k, v in hold.items() if math.isinf(v))
+    run.decisions += 1
+
+    ms = dict(zip(STAGES, (t_capture - t0, t_pre - t_capture, t_backbone - t_pre, t_head - t_backbone,
+                           t_keys - t0)))
+    for stage, seconds in ms.items():
+        run.latencies[stage].append(seconds * 1000)
+    telemetry.write({
+        "event": "decision", "i": run.decisions - 1, "t_capture": t_capture - run.start,
+        "t_keys": t_keys - run.start, "interval_s": interval,
+        "ms": {s: round(v * 1000, 3) for s, v in ms.items()},
+        "probs": [round(float(p), 4) for p in probs],
+        "hold_s": {k: None if math.isinf(v) else round(v, 4) for k, v in hold.items()},  # null: until next
+        "seq_age_s": [round(t_capture - e.t, 4) for e in seq],
+    })
+    return True
+
+
+def _summary(scheduler: KeyOutput, settings: LoopSettings, run: _Run, stopped_by: str, now: float
+             ) -> DriveSummary:
+    paused = run.paused_s + (now - run.paused_since if run.paused_since is not None else 0.0)
+    active = max(now - run.start - paused, 1e-9)
+    held = scheduler.held_seconds(now)
+    latency = {s: {q: float(np.percentile(v, int(q[1:]))) if v else None for q in ("p50", "p95")}
+               for s, v in run.latencies.items()}
+    p50 = latency["total"]["p50"]
+    shift = round(p50 / 1000 * settings.recording_fps) if settings.recording_fps and p50 is not None else None
+    return DriveSummary(
+        decisions=run.decisions, active_s=active, decisions_per_s=run.decisions / active,
+        latency_ms=latency, key_share={k: (held[k] - run.held_at_start[k]) / active for k in KEYS},
+        watchdog_releases=run.watchdog_releases, label_shift_frames=shift, stopped_by=stopped_by)
