@@ -1,0 +1,1 @@
+"""The feature cache: layout, reductions, resumable writer, reader and sequence sampler."""

@@ -1,0 +1,243 @@
+"""Sequences of cached tokens with their labels, for stage 2.
+
+One index table holds every valid sample: (episode, last input row, label row). A sample's inputs are
+`seq_len` cache rows `stride` apart ending at `last`; its label is the recording's keys at the first
+recorded frame at or after `label_shift` seconds past the last input frame (labels come from the
+recording at its full rate, never from the cache). No sample crosses a segment of the train/val split,
+and none uses stuck padding, which the cache does not hold.
+
+Two reading modes give the same samples:
+  ram     every needed array of the cache in memory (or GPU memory), gathered by index;
+  stream  contiguous blocks read in one call each, every sample of a block formed, shuffled through a
+          buffer of several blocks: for caches larger than memory. Per-sample zarr reads are far too slow.
+Each sample's augmentation variant is drawn per epoch from (seed, epoch), so both modes agree.
+"""
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cache.reduce import restore_tokens
+from cache.store import CachedEpisode, FeatureCache
+from data.augment import variant_keys
+from data.episode import Episode
+from data.errors import UserError
+from data.split import Segment
+
+CLEAN = "clean"
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    seq_len: int = 3
+    stride_s: float = 0.25  # time between sequence frames
+    label_shift_s: float = 0.0  # predict the keys this long after the last frame (the loop's latency)
+    tokens: str = "patches"  # patches, cls or both: which arrays are read
+    variant_weights: tuple[tuple[str, float], ...] | None = None  # None: every cached variant equally
+    batch_size: int = 64
+    mode: str = "ram"  # ram or stream
+    buffer_blocks: int = 8  # stream mode: blocks mixed in the shuffle buffer
+    seed: int = 0
+
+
+@dataclass
+class Batch:
+    patch: torch.Tensor | None  # (B, T, P, C) float32
+    cls: torch.Tensor | None  # (B, T, C) float32
+    keys: torch.Tensor  # (B, 4) float32 labels
+    ids: np.ndarray  # (B, 4) int64: episode, last row, label row, variant index (for tests and replay)
+
+
+def stride_rows(cache_fps: float, stride_s: float, seq_len: int) -> int:
+    """The stride in cache rows; refuses a stride the cache frame rate cannot express."""
+    if seq_len == 1:
+        return 1
+    rows = stride_s * cache_fps
+    if round(rows) < 1 or abs(rows - round(rows)) > 0.25:  # measured frame rates are never exact
+        raise UserError(f"sequence stride {stride_s} s is not a whole number of cache frames at "
+                        f"{cache_fps:.3g} fps; choose a multiple of {1 / cache_fps:.4g} s")
+    return int(round(rows))
+
+
+class SequenceSampler:
+    def __init__(self, cache: FeatureCache, segments: list[Segment], settings: SamplerSettings,
+                 device: str | torch.device = "cpu", rank: int = 0, world: int = 1):
+        self.cache, self.s, self.device = cache, settings, torch.device(device)
+        self.rank, self.world = rank, world
+        by_path = {Path(ep.recording).resolve(): ep for ep in cache.episodes()}
+        self.episodes: list[CachedEpisode] = []
+        self.keys: list[np.ndarray] = []
+        self.strides: list[int] = []  # per episode, in cache rows
+        tables = []
+        for seg_path in dict.fromkeys(Path(s.path).resolve() for s in segments):
+            ep = by_path.get(seg_path)
+            if ep is None:
+                raise UserError(f"{cache.path}: has no features for {seg_path}; run stage 1 on it first")
+            if not ep.complete():
+                raise UserError(f"{cache.path}: extraction of {ep.id} is unfinished; rerun python -m extract_features")
+            rec = Episode(ep.recording)
+            self.episodes.append(ep)
+            self.keys.append(rec.keys[:])
+            mine = [s for s in segments if Path(s.path).resolve() == seg_path]
+            tables.append(self._samples(len(self.episodes) - 1, ep, rec.t[:], mine))
+        self.table = np.concatenate(tables) if tables else np.zeros((0, 4), np.int64)
+        self.variants = self.episodes[0].variants if self.episodes else [CLEAN]
+        weights = dict(settings.variant_weights or [(v, 1.0) for v in self.variants])
+        unknown = set(weights) - set(self.variants)
+        if unknown:
+            raise UserError(f"variant weights name {sorted(unknown)}, the cache holds {self.variants}")
+        self.weights = np.array([weights.get(v, 0.0) for v in self.variants], dtype=float)
+        self._ram: dict | None = None
+
+    def _samples(self, index: int, ep: CachedEpisode, t: np.ndarray, segments: list[Segment]) -> np.ndarray:
+        """(episode, last, label, same_block) rows of every valid sample of one cached episode."""
+        s = self.s
+        rows = ep.rows
+        if len(rows) == 0:
+            return np.zeros((0, 4), np.int64)
+        cache_fps = (len(rows) - 1) / (t[rows[-1]] - t[rows[0]]) if len(rows) > 1 else 1.0
+        self.strides.append(stride_rows(cache_fps, s.stride_s, s.seq_len))
+        span = (s.seq_len - 1) * self.strides[-1]
+        last = np.arange(span, len(rows))
+        first = last - span
+        label = np.searchsorted(t, t[rows[last]] + s.label_shift_s - 1e-9)
+        ok = label < len(t)
+        in_segment = np.zeros(len(last), dtype=bool)
+        for seg in segments:
+            in_segment |= (rows[first] >= seg.start) & (label < seg.stop) & (rows[last] < seg.stop)
+        ok &= in_segment
+        same_block = first // ep.block_rows == last // ep.block_rows
+        out = np.stack([np.full(len(last), index), last, label, same_block], axis=1)
+        return out[ok].astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    # --- which variant each sample gets this epoch -------------------------------------------------
+    def draw_variants(self, epoch: int) -> np.ndarray:
+        """Variant index per sample: weighted among all variants where the sequence lies in one block
+        (one augmentation transform), clean otherwise."""
+        rng = np.random.default_rng([self.s.seed, epoch])
+        p = self.weights / self.weights.sum()
+        drawn = rng.choice(len(self.variants), size=len(self.table), p=p)
+        clean = self.variants.index(CLEAN) if CLEAN in self.variants else 0
+        return np.where(self.table[:, 3] == 1, drawn, clean)
+
+    def labels(self, table: np.ndarray, variants: np.ndarray) -> np.ndarray:
+        """Keys of each sample's label row, transformed as its variant transformed the pixels."""
+        out = np.empty((len(table), 4), np.uint8)
+        for i, (e, last, label, _) in enumerate(table):
+            ep = self.episodes[e]
+            out[i] = variant_keys(self.keys[e][label], self.keys[e][ep.rows[last]], self.variants[variants[i]],
+                                  seed=self.cache.spec["augment_seed"], episode=ep.id,
+                                  block=int(last // ep.block_rows), spec=self.cache.spec["augment"])
+        return out
+
+    # --- epochs ------------------------------------------------------------------------------------
+    def epoch(self, epoch: int = 0, shuffle: bool = True, drop_last: bool = False,
+              variants: bool = True) -> Iterator[Batch]:
+        """All samples once (this rank's share), in batches. variants=False: clean only (validation)."""
+        chosen = self.draw_variants(epoch) if variants else np.full(len(self.table), self._clean_index())
+        if self.s.mode == "ram":
+            yield from self._ram_epoch(epoch, chosen, shuffle, drop_last)
+        elif self.s.mode == "stream":
+            yield from self._stream_epoch(epoch, chosen, shuffle, drop_last)
+        else:
+            raise UserError(f"sampler mode '{self.s.mode}' is unknown; use ram or stream")
+
+    def _clean_index(self) -> int:
+        return self.variants.index(CLEAN) if CLEAN in self.variants else 0
+
+    def _names(self) -> tuple[str, ...]:
+        names = ()
+        if self.s.tokens in ("patches", "both"):
+            names += ("patch", "scale")
+        if self.s.tokens in ("cls", "both"):
+            names += ("cls",)
+        return names
+
+    def _ram_epoch(self, epoch, chosen, shuffle, drop_last) -> Iterator[Batch]:
+        ram = self._load_ram()
+        order = np.random.default_rng([self.s.seed, epoch, 1]).permutation(len(self.table)) if shuffle \
+            else np.arange(len(self.table))
+        order = order[self.rank::self.world]
+        offsets = np.array([0] + [ep.n_rows for ep in self.episodes]).cumsum()
+        for start in range(0, len(order), self.s.batch_size):
+            pick = order[start:start + self.s.batch_size]
+            if drop_last and len(pick) < self.s.batch_size:
+                break
+            table, var = self.table[pick], chosen[pick]
+            rows = torch.as_tensor(offsets[table[:, 0]][:, None] + self.input_rows(table), device=self.device)
+            v = torch.as_tensor(var, device=self.device)[:, None]
+            yield self._batch({name: values[v, rows] for name, values in ram.items()}, table, var)
+
+    def _load_ram(self) -> dict[str, torch.Tensor]:
+        """name -> (variants, all cached rows, ...) in the stored dtype, on the sampler's device."""
+        if self._ram is None:
+            self._ram = {}
+            for name in self._names():
+                per_variant = []
+                for v in self.variants:
+                    parts = [ep.read(v, names=(name,)) for ep in self.episodes]
+                    if name in parts[0]:
+                        per_variant.append(torch.from_numpy(np.concatenate([p[name] for p in parts])))
+                if per_variant:
+                    self._ram[name] = torch.stack(per_variant).to(self.device)
+        return self._ram
+
+    def input_rows(self, table: np.ndarray) -> np.ndarray:
+        """(N, seq_len) cache rows of each sample's inputs, oldest first."""
+        stride = np.array(self.strides)[table[:, 0]]
+        return table[:, 1:2] - stride[:, None] * np.arange(self.s.seq_len - 1, -1, -1)[None, :]
+
+    def _stream_epoch(self, epoch, chosen, shuffle, drop_last) -> Iterator[Batch]:
+        rng = np.random.default_rng([self.s.seed, epoch, 2])
+        blocks = sorted({(int(e), int(last // self.episodes[e].block_rows)) for e, last in self.table[:, :2]})
+        if shuffle:
+            blocks = [blocks[i] for i in rng.permutation(len(blocks))]
+        blocks = blocks[self.rank::self.world]
+        block_of = self.table[:, 1] // np.array([ep.block_rows for ep in self.episodes])[self.table[:, 0]]
+        pending: list[tuple[dict, np.ndarray, np.ndarray]] = []  # (arrays, table, variants) per block
+        for n, (e, b) in enumerate(blocks):
+            ep = self.episodes[e]
+            members = np.flatnonzero((self.table[:, 0] == e) & (block_of == b))
+            pending.append(self._read_block(ep, b, self.table[members], chosen[members]))
+            if len(pending) >= self.s.buffer_blocks or n == len(blocks) - 1:
+                arrays = {k: torch.cat([p[0][k] for p in pending]) for k in pending[0][0]}
+                table = np.concatenate([p[1] for p in pending])
+                var = np.concatenate([p[2] for p in pending])
+                order = rng.permutation(len(table)) if shuffle else np.arange(len(table))
+                full = len(order) - len(order) % self.s.batch_size
+                last_round = n == len(blocks) - 1
+                cut = len(order) if last_round else full
+                for start in range(0, cut, self.s.batch_size):
+                    pick = order[start:start + self.s.batch_size]
+                    if drop_last and len(pick) < self.s.batch_size:
+                        break
+                    yield self._batch({k: a[torch.as_tensor(pick)] for k, a in arrays.items()}, table[pick], var[pick])
+                rest = order[cut:]
+                pending = [({k: a[torch.as_tensor(rest)] for k, a in arrays.items()}, table[rest], var[rest])] if len(rest) else []
+
+    def _read_block(self, ep: CachedEpisode, block: int, table: np.ndarray, var: np.ndarray):
+        """Every sample whose last row lies in this block, read with one contiguous read per variant."""
+        rows = self.input_rows(table)
+        lo, hi = int(rows.min()), int(rows.max()) + 1
+        out: dict[str, torch.Tensor] = {}
+        for vi in np.unique(var):
+            stored = ep.read(self.variants[vi], lo, hi, names=self._names())
+            mask = var == vi
+            for name, values in stored.items():
+                if name not in out:
+                    out[name] = torch.empty((len(table), self.s.seq_len, *values.shape[1:]),
+                                            dtype=torch.from_numpy(values[:1]).dtype)
+                out[name][torch.as_tensor(np.flatnonzero(mask))] = torch.from_numpy(values[rows[mask] - lo])
+        return {k: v.to(self.device) for k, v in out.items()}, table, var
+
+    def _batch(self, arrays: dict, table: np.ndarray, var: np.ndarray) -> Batch:
+        patch = restore_tokens({k: arrays[k] for k in ("patch", "scale") if k in arrays}) if "patch" in arrays else None
+        cls = arrays["cls"].float() if "cls" in arrays else None
+        keys = torch.from_numpy(self.labels(table, var)).float().to(self.device)
+        ids = np.stack([table[:, 0], table[:, 1], table[:, 2], var], axis=1)
+        return Batch(patch=patch, cls=cls, keys=keys, ids=ids)

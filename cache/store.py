@@ -1,0 +1,206 @@
+"""The feature cache on disk (Zarr v3): one group per source episode, one subgroup per variant.
+
+    CACHE/                   attrs: format, fingerprint, spec (backbone, weights, preprocessing,
+                             augmentation, reduction, block size), grid, channels
+      pca/mean, pca/components          (only with a PCA reduction)
+      episodes/<id>/         attrs: recording path, source digest, kind
+        rows    int64 (T',)             cache row -> recording row (labels stay in the recording)
+        <variant>/patch  (T', P, C')    fp16, or int8 with <variant>/scale (T', P) fp16
+        <variant>/cls    (T', C)        fp16
+        <variant>/registers (T', R, C)  fp16, when the backbone has registers
+        <variant>/done   (n_blocks,)    1 once a block is written: resumable, block by block
+
+Tokens are stored uncompressed: they do not compress, and decompression would slow stage 2.
+"""
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+
+from cache.reduce import Projection, Reduction
+from data.errors import UserError
+
+FORMAT = "gta-drive-features"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """Everything that decides the cached numbers. Its hash is the cache fingerprint."""
+
+    backbone: str
+    weights_digest: str
+    weights_label: str
+    weights_source: str  # what --weights said (official, a path, random): where drive finds them again
+    preprocess: dict
+    augment: str  # the augmentation spec's stable text form
+    augment_seed: int
+    reduction: dict
+    block_rows: int  # extraction and augmentation block: all frames in a block share one transform
+    grid: tuple[int, int]  # patch rows, cols
+    channels: int  # backbone width
+    registers: int
+
+    def fingerprint(self) -> str:
+        parts = asdict(self)
+        parts.pop("weights_label")  # the digest decides; label and source are for people and drive
+        parts.pop("weights_source")
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def episode_id(recording: Path, roots: list[Path]) -> str:
+    """A stable name for a recording: its path below its recordings root, '/' -> '__'."""
+    for root in roots:
+        if recording.is_relative_to(root) and recording != root:
+            return str(recording.relative_to(root)).replace(os.sep, "__")
+    return recording.name
+
+
+class CachedEpisode:
+    def __init__(self, group: zarr.Group, block_rows: int):
+        self.group = group
+        self.id = group.basename
+        self.attrs = dict(group.attrs)
+        self.recording = Path(self.attrs["recording"])
+        self.digest = self.attrs["source_digest"]
+        self.rows = group["rows"][:]
+        self.block_rows = block_rows
+        self.variants = list(self.attrs["variants"])
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.rows)
+
+    @property
+    def n_blocks(self) -> int:
+        return -(-self.n_rows // self.block_rows)
+
+    def block_range(self, block: int) -> tuple[int, int]:
+        return block * self.block_rows, min(self.n_rows, (block + 1) * self.block_rows)
+
+    def done(self, variant: str) -> np.ndarray:
+        return self.group[f"{variant}/done"][:].astype(bool)
+
+    def complete(self) -> bool:
+        return all(self.done(v).all() for v in self.variants)
+
+    def write_block(self, variant: str, block: int, arrays: dict[str, np.ndarray]) -> None:
+        """Write one block of every array, then mark it done (a kill in between redoes the block)."""
+        start, stop = self.block_range(block)
+        for name, values in arrays.items():
+            self.group[f"{variant}/{name}"][start:stop] = values
+        self.group[f"{variant}/done"][block] = 1
+
+    def read(self, variant: str, start: int = 0, stop: int | None = None,
+             names: tuple[str, ...] = ("patch", "scale", "cls")) -> dict[str, np.ndarray]:
+        """Stored arrays of rows [start, stop), one contiguous read each."""
+        group = self.group[variant]
+        return {name: group[name][start:stop] for name in names if name in group}
+
+
+class FeatureCache:
+    def __init__(self, path: Path, group: zarr.Group):
+        self.path = path
+        self.group = group
+        self.attrs = dict(group.attrs)
+        self.fingerprint = self.attrs["fingerprint"]
+        self.spec = self.attrs["spec"]
+        self.block_rows = int(self.spec["block_rows"])
+        self.grid = tuple(self.spec["grid"])
+        self.projection = None
+        if "pca" in group:
+            self.projection = Projection(torch.from_numpy(group["pca/mean"][:]),
+                                         torch.from_numpy(group["pca/components"][:]))
+
+    @property
+    def reduction(self) -> Reduction:
+        return Reduction(**self.spec["reduction"])
+
+    @property
+    def stored_channels(self) -> int:
+        return self.projection.components.shape[0] if self.projection is not None else int(self.spec["channels"])
+
+    @classmethod
+    def open(cls, path: str | Path) -> "FeatureCache":
+        path = Path(path)
+        try:
+            group = zarr.open_group(path, mode="r+")
+            if group.attrs.get("format") != FORMAT:
+                raise ValueError("not a feature cache")
+        except Exception:
+            raise UserError(f"{path}: not a feature cache; make one with `python -m extract_features`") from None
+        return cls(path, group)
+
+    @classmethod
+    def create_or_open(cls, path: str | Path, spec: CacheSpec, projection: Projection | None = None) -> "FeatureCache":
+        """Open the cache at path, refusing one made with other settings; create it if absent.
+
+        Creation is atomic (built beside, then renamed), so shards racing to create it agree.
+        """
+        path = Path(path)
+        if not path.exists():
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+            group = zarr.open_group(tmp, mode="w-", zarr_format=3)
+            group.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION,
+                                "fingerprint": spec.fingerprint(), "spec": asdict(spec)})
+            if projection is not None:
+                group.create_array("pca/mean", data=projection.mean.numpy())
+                group.create_array("pca/components", data=projection.components.numpy())
+            group.create_group("episodes")
+            try:
+                os.rename(tmp, path)
+            except OSError:  # another shard created it first
+                shutil.rmtree(tmp, ignore_errors=True)
+        cache = cls.open(path)
+        if cache.fingerprint != spec.fingerprint():
+            theirs, ours = cache.spec, asdict(spec)
+            diff = [k for k in ours if json.dumps(ours[k], sort_keys=True) != json.dumps(theirs.get(k), sort_keys=True)]
+            raise UserError(f"{path}: made with other settings (differs in {', '.join(diff)}; fingerprint "
+                            f"{cache.fingerprint}, asked {spec.fingerprint()}); use another --cache directory")
+        return cache
+
+    def episodes(self) -> list[CachedEpisode]:
+        """Every fully set-up source episode (its blocks may still be missing)."""
+        found = (self.episode(name) for name in sorted(self.group["episodes"].group_keys()))
+        return [ep for ep in found if ep is not None]
+
+    def episode(self, episode_id: str) -> CachedEpisode | None:
+        group = self.group["episodes"]
+        if episode_id not in group or "recording" not in group[episode_id].attrs:
+            return None
+        return CachedEpisode(group[episode_id], self.block_rows)
+
+    def remove_episode(self, episode_id: str) -> None:
+        shutil.rmtree(self.path / "episodes" / episode_id, ignore_errors=True)
+
+    def add_episode(self, episode_id: str, recording: Path, digest: str, kind: str, rows: np.ndarray,
+                    variants: list[str]) -> CachedEpisode:
+        """Create the (empty) arrays of one source episode; blocks are filled by write_block."""
+        n, (gr, gc) = len(rows), self.grid
+        p, c, full = gr * gc, self.stored_channels, int(self.spec["channels"])
+        block = self.block_rows
+        group = self.group["episodes"].create_group(episode_id)
+        group.create_array("rows", data=np.asarray(rows, dtype=np.int64))
+        int8 = self.spec["reduction"]["dtype"] == "int8"
+        for v in variants:
+            group.create_array(f"{v}/patch", shape=(n, p, c), chunks=(block, p, c),
+                               dtype="int8" if int8 else "float16", compressors=None)
+            if int8:
+                group.create_array(f"{v}/scale", shape=(n, p), chunks=(block, p), dtype="float16", compressors=None)
+            group.create_array(f"{v}/cls", shape=(n, full), chunks=(block, full), dtype="float16", compressors=None)
+            if self.spec["registers"]:
+                r = int(self.spec["registers"])
+                group.create_array(f"{v}/registers", shape=(n, r, full), chunks=(block, r, full),
+                                   dtype="float16", compressors=None)
+            group.create_array(f"{v}/done", shape=(-(-n // block),), chunks=(4096,), dtype="uint8", fill_value=0)
+        # attributes last: an episode group without them is half-made and is rebuilt
+        group.attrs.update({"recording": str(recording), "source_digest": digest, "kind": kind,
+                            "variants": list(variants)})
+        return CachedEpisode(group, block)
