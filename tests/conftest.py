@@ -40,6 +40,38 @@ def write_episode(path, n=40, fps=20.0, kind="regular", pad_frames=0, shape=(180
     return frames, keys, t
 
 
+def synthetic_cache(tmp_path, episodes, variants=("clean", "flip"), block_rows=8, every=2, grid=(2, 3), channels=4,
+                    random_tokens=False):
+    """A feature cache without a backbone. Cache rows = every `every`-th recording row after the
+    padding; patch tokens hold 1000 * variant index + recording row (or random numbers), cls the
+    episode number."""
+    from cache.store import CacheSpec, FeatureCache
+    from data.augment import AugmentSpec
+    from data.episode import Episode
+
+    GRID, C = grid, channels
+    rng = np.random.default_rng(0)
+    spec = CacheSpec(backbone="synthetic", weights_digest="0", weights_label="synthetic", weights_source="none",
+                     preprocess={}, augment=AugmentSpec.from_table({"flip": {"flip": {"p": 1.0}}}).text(), augment_seed=0,
+                     reduction={"dtype": "fp16", "pca_dim": None, "pca_frames": 1, "fps": None},
+                     block_rows=block_rows, grid=GRID, channels=C, registers=0)
+    cache = FeatureCache.create_or_open(tmp_path / "cache", spec)
+    for e, path in enumerate(episodes):
+        rec = Episode(path)
+        rows = np.arange(rec.pad_frames, len(rec), every)
+        ep = cache.add_episode(path.name, path, rec.digest(), rec.kind, rows, list(variants))
+        for vi, v in enumerate(variants):
+            for b in range(ep.n_blocks):
+                start, stop = ep.block_range(b)
+                value = (1000 * vi + rows[start:stop]).astype(np.float16)
+                patch = np.broadcast_to(value[:, None, None], (stop - start, GRID[0] * GRID[1], C))
+                if random_tokens:
+                    patch = rng.standard_normal(patch.shape).astype(np.float16)
+                cls = np.full((stop - start, C), e, np.float16)
+                ep.write_block(v, b, {"patch": patch, "cls": cls})
+    return FeatureCache.open(tmp_path / "cache")
+
+
 @pytest.fixture
 def make_episode(tmp_path):
     def make(name="ep.zarr", **kw):

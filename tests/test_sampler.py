@@ -1,0 +1,105 @@
+"""The sequence sampler: exact indices on a synthetic cache whose tokens encode their recording row."""
+from collections import Counter
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from cache.sampler import SamplerSettings, SequenceSampler
+from data.episode import Episode
+from data.errors import UserError
+from data.split import Segment
+from tests.conftest import synthetic_cache, write_episode
+
+
+@pytest.fixture
+def two_episodes(tmp_path):
+    a, _ = write_episode(tmp_path / "a.zarr", n=60, fps=20.0, shape=(8, 8, 3), seed=1), None
+    b = tmp_path / "b.zarr"
+    write_episode(b, n=50, fps=20.0, shape=(8, 8, 3), kind="stuck", pad_frames=10, seed=2)
+    return [tmp_path / "a.zarr", b]
+
+
+def whole(paths):
+    return [Segment(p, 0, len(Episode(p))) for p in paths]
+
+
+def test_indices_stride_shift_padding_and_boundaries(tmp_path, two_episodes):
+    cache = synthetic_cache(tmp_path, two_episodes)
+    s = SamplerSettings(seq_len=3, stride_s=0.2, label_shift_s=0.15, batch_size=7, tokens="both",
+                        variant_weights=(("clean", 1.0),))
+    sampler = SequenceSampler(cache, whole(two_episodes), s)
+    # cache at 10 fps: stride 0.2 s = 2 cache rows = 4 recording rows; shift 0.15 s = 3 recording rows
+    seen = 0
+    for batch in sampler.epoch(0, shuffle=True):
+        rows = batch.patch[:, :, 0, 0].numpy()  # recording row of each input frame
+        eps = batch.cls[:, 0, 0].numpy()
+        for i, (e, last, label, _) in enumerate(batch.ids):
+            assert np.all(batch.cls[i, :, 0].numpy() == e)  # one episode per sequence
+            np.testing.assert_array_equal(np.diff(rows[i]), [4, 4])  # stride
+            assert label == rows[i, -1] + 3  # label shift
+            pad = Episode(two_episodes[e]).pad_frames
+            assert rows[i, 0] >= pad and label < len(Episode(two_episodes[e]))
+            keys = Episode(two_episodes[e]).keys[int(label)]
+            np.testing.assert_array_equal(batch.keys[i].numpy(), keys)
+        seen += len(batch.ids)
+        assert set(eps) <= {0, 1}
+    # a: cache rows 0..29 -> last in 4..29, label row 2*last+3 <= 59 -> last <= 28: 25 samples
+    # b: cache rows 10,12..48 (20) -> last in 4..19, label 10+2*last+3 <= 49 -> last <= 18: 15
+    assert seen == len(sampler) == 25 + 15
+
+
+def test_segments_are_never_crossed(tmp_path, two_episodes):
+    cache = synthetic_cache(tmp_path, two_episodes[:1])
+    s = SamplerSettings(seq_len=2, stride_s=0.1, label_shift_s=0.0, variant_weights=(("clean", 1.0),))
+    segs = [Segment(two_episodes[0], 0, 30), Segment(two_episodes[0], 30, 60)]
+    left = SequenceSampler(cache, segs[:1], s)
+    right = SequenceSampler(cache, segs[1:], s)
+    for sampler, (lo, hi) in ((left, (0, 30)), (right, (30, 60))):
+        for batch in sampler.epoch(0):
+            rows = batch.patch[:, :, 0, 0].numpy()
+            assert rows.min() >= lo and rows.max() < hi and batch.ids[:, 2].max() < hi
+    assert len(left) + len(right) == 28  # 29 pairs in 30 cache rows, minus the one across row 30
+
+
+def test_seq_len_one_and_stride_checked(tmp_path, two_episodes):
+    cache = synthetic_cache(tmp_path, two_episodes)
+    single = SequenceSampler(cache, whole(two_episodes), SamplerSettings(seq_len=1))
+    assert len(single) == 30 + 20 and next(single.epoch(0)).patch.shape[1] == 1
+    with pytest.raises(UserError, match="not a whole number of cache frames at 10 fps"):
+        SequenceSampler(cache, whole(two_episodes), SamplerSettings(seq_len=3, stride_s=0.25))
+
+
+def test_ram_and_stream_give_the_same_samples(tmp_path, two_episodes):
+    cache = synthetic_cache(tmp_path, two_episodes)
+    base = SamplerSettings(seq_len=3, stride_s=0.2, label_shift_s=0.1, batch_size=5, buffer_blocks=2, seed=3)
+
+    def collect(mode):
+        sampler = SequenceSampler(cache, whole(two_episodes), replace(base, mode=mode))
+        out = Counter()
+        for batch in sampler.epoch(epoch=1, shuffle=True):
+            for ids, patch, keys in zip(batch.ids, batch.patch.numpy(), batch.keys.numpy()):
+                out[(tuple(ids), tuple(patch[:, 0, 0]), tuple(keys))] += 1
+        return out
+
+    ram, stream = collect("ram"), collect("stream")
+    assert ram == stream and sum(ram.values()) == 40
+    variants = Counter(k[0][3] for k in ram)
+    assert variants[0] > 0 and variants[1] > 0  # both variants drawn
+    for (e, last, label, v), rows, keys in ram:
+        if v == 1:  # augmented: all inputs in one block (one transform), pixels from that variant
+            assert len({int(r - 1000) // 1 for r in rows}) == 3 and min(rows) >= 1000
+            cache_rows = [(r - 1000 - (10 if e == 1 else 0)) // 2 for r in rows]
+            assert len({cr // 8 for cr in cache_rows}) == 1
+            flipped = Episode(two_episodes[e]).keys[int(label)][[0, 3, 2, 1]]  # a and d swapped
+            assert keys == tuple(flipped.astype(np.float32))
+
+
+def test_rank_shares_partition_an_epoch(tmp_path, two_episodes):
+    cache = synthetic_cache(tmp_path, two_episodes)
+    s = SamplerSettings(seq_len=2, stride_s=0.1, batch_size=4, mode="stream", buffer_blocks=1)
+    ids = [set(map(tuple, np.concatenate([b.ids[:, :3] for b in
+                                          SequenceSampler(cache, whole(two_episodes), s, rank=r, world=2).epoch(0)])))
+           for r in (0, 1)]
+    assert not ids[0] & ids[1]
+    assert len(ids[0] | ids[1]) == len(SequenceSampler(cache, whole(two_episodes), s))

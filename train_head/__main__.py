@@ -1,0 +1,67 @@
+"""Stage 2: train a head on a feature cache.
+
+    python -m train_head --cache runs/cache --out runs/train
+    python -m train_head --cache runs/cache --out runs/gru --kind gru --seq-len 3 --stride 0.25
+    torchrun --nproc-per-node 2 -m train_head --cache runs/cache --out runs/ddp
+"""
+import argparse
+from pathlib import Path
+
+from cache.sampler import SamplerSettings
+from data.errors import run_cli
+from data.split import SplitSettings
+from train_head.heads import KINDS, TOKENS, HeadSettings
+from train_head.optim import OptimSettings
+from train_head.train import ControllerDefaults, TrainSettings, train
+
+
+def add_head_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags shared by train_head and train_head.ablate."""
+    p.add_argument("--kind", choices=KINDS, default="lstm", help="sequence model (default: %(default)s)")
+    p.add_argument("--tokens", choices=TOKENS, default="patches", help="token choice (default: %(default)s)")
+    p.add_argument("--seq-len", type=int, default=3, help="frames per sequence (default: %(default)s)")
+    p.add_argument("--stride", type=float, default=0.25, help="seconds between sequence frames (default: %(default)s)")
+    p.add_argument("--label-shift", type=float, default=0.0,
+                   help="predict the keys this many seconds after the last frame: the drive loop's latency")
+    p.add_argument("--steps", type=int, default=2000, help="training steps (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mode", choices=["ram", "stream"], default="ram",
+                   help="ram: load the cache into memory; stream: read blocks from disk (default: %(default)s)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--eval-every", type=int, default=200)
+
+
+def settings_from_args(args, cache: Path, out: Path) -> TrainSettings:
+    return TrainSettings(
+        cache=cache, out_dir=out, head=HeadSettings(kind=args.kind, tokens=args.tokens, seq_len=args.seq_len),
+        sampler=SamplerSettings(seq_len=args.seq_len, stride_s=args.stride, label_shift_s=args.label_shift,
+                                tokens=args.tokens, batch_size=args.batch_size, mode=args.mode, seed=args.seed),
+        optim=OptimSettings(lr=args.lr, min_lr=args.lr / 10, warmup_steps=min(100, args.steps // 10),
+                            max_steps=args.steps),
+        split=SplitSettings(val_fraction=args.val_fraction, seed=args.seed),
+        eval_every=args.eval_every, device=args.device, seed=args.seed)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m train_head", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
+    p.add_argument("--cache", type=Path, required=True, help="feature cache made by python -m extract_features")
+    p.add_argument("--out", type=Path, required=True, help="run directory for checkpoints, metrics and curves")
+    add_head_arguments(p)
+    p.add_argument("--pos-weight", action="store_true", help="weight rare keys up in the loss (backward is rare)")
+    p.add_argument("--patience", type=int, default=0, help="early stop after N evaluations without improvement")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--max-steer", type=float, default=ControllerDefaults.max_steer,
+                   help="controller default stored in the checkpoint")
+    args = p.parse_args()
+    s = settings_from_args(args, args.cache, args.out)
+    s.pos_weight, s.patience, s.resume = args.pos_weight, args.patience, args.resume
+    s.controller = ControllerDefaults(max_steer=args.max_steer)
+    train(s)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,209 @@
+"""Stage 2: train a head on cached token sequences (in the manner of nanoGPT's train.py).
+
+One process on one device, or under torchrun with DistributedDataParallel (each rank reads its own
+share of the samples). Writes metrics.jsonl, curves.png, last.pt and best.pt into the run directory.
+"""
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cache.sampler import SamplerSettings, SequenceSampler
+from cache.store import FeatureCache
+from data.episode import Episode
+from data.errors import UserError
+from data.index import episode_info
+from data.split import Split, SplitSettings, split_episodes
+from train_head.checkpoint import load_checkpoint, save_checkpoint
+from train_head.heads import HeadSettings, build_head
+from train_head.metrics import MetricsLog, plot_curves, pos_weight_from_labels, val_metrics
+from train_head.optim import OptimSettings, lr_at, make_optimizer, set_lr
+
+
+@dataclass
+class ControllerDefaults:
+    """Driving defaults stored in the checkpoint (drive may override them)."""
+
+    max_steer: float = 1.0
+    gas_threshold: float = 0.5
+    brake_threshold: float = 0.5
+
+
+@dataclass
+class TrainSettings:
+    cache: Path
+    out_dir: Path
+    head: HeadSettings = field(default_factory=HeadSettings)  # grid and channels are taken from the cache
+    sampler: SamplerSettings = field(default_factory=SamplerSettings)
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    split: SplitSettings = field(default_factory=SplitSettings)
+    controller: ControllerDefaults = field(default_factory=ControllerDefaults)
+    eval_every: int = 200
+    eval_batches: int | None = None  # None: the whole validation split
+    patience: int = 0  # stop after this many evaluations without a better val loss; 0: never
+    pos_weight: bool = False  # weight rare keys (backward) up in the BCE
+    device: str = "auto"
+    bf16: bool | None = None  # None: on CUDA
+    resume: bool = False
+    seed: int = 0
+    log_every: int = 50
+    quiet: bool = False
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, local_rank, world) under torchrun, else (0, 0, 1)."""
+    if "RANK" not in os.environ:
+        return 0, 0, 1
+    torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+
+
+def make_split(cache: FeatureCache, settings: SplitSettings) -> Split:
+    return split_episodes([episode_info(Episode(ep.recording)) for ep in cache.episodes()], settings)
+
+
+def train(s: TrainSettings) -> dict:
+    """Train; returns the best validation metrics (or the last training loss when there is no val split)."""
+    rank, local_rank, world = _distributed()
+    if s.device == "auto":
+        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(s.device)
+    torch.manual_seed(s.seed + rank)
+    say = (lambda *a: None) if (s.quiet or rank) else print
+
+    cache = FeatureCache.open(s.cache)
+    if not cache.episodes():
+        raise UserError(f"{s.cache}: holds no episodes; run python -m extract_features first")
+    split = make_split(cache, s.split)
+    train_set = SequenceSampler(cache, split.train, s.sampler, device=device, rank=rank, world=world)
+    val_set = SequenceSampler(cache, split.val, s.sampler, device=device)
+    if len(train_set) == 0:
+        raise UserError(f"{s.cache}: no training sequence fits seq_len={s.sampler.seq_len}, "
+                        f"stride={s.sampler.stride_s} s; record longer episodes or shorten the sequence")
+    head_settings = replace(s.head, grid=cache.grid, channels=cache.stored_channels,
+                            cls_channels=int(cache.spec["channels"]), seq_len=s.sampler.seq_len, tokens=s.sampler.tokens)
+    model = build_head(head_settings).to(device)
+    raw_model = model
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+    optimizer = make_optimizer(raw_model, s.optim, device.type)
+    use_bf16 = s.bf16 if s.bf16 is not None else device.type == "cuda"
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+    pos_weight = None
+    if s.pos_weight:
+        pos_weight = pos_weight_from_labels(train_set.labels(train_set.table, train_set.draw_variants(0))).to(device)
+
+    settings_record = _drive_settings(s, cache, head_settings)
+    s.out_dir.mkdir(parents=True, exist_ok=True)
+    step, best = 0, {"val_bce": math.inf}
+    if s.resume and (s.out_dir / "last.pt").exists():
+        ckpt = load_checkpoint(s.out_dir / "last.pt", expected_fingerprint=cache.fingerprint)
+        raw_model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        step, best = int(ckpt["step"]), dict(ckpt["best"])
+        say(f"resumed from {s.out_dir / 'last.pt'} at step {step}")
+    log = MetricsLog(s.out_dir / "metrics.jsonl", resume_step=step if s.resume else None) if rank == 0 else None
+    say(f"training {head_settings.kind}/{head_settings.tokens} head ({sum(p.numel() for p in raw_model.parameters()):,} "
+        f"parameters) on {len(train_set)} train / {len(val_set)} val sequences, device {device}")
+
+    def batches():
+        epoch = 0
+        while True:
+            yield from train_set.epoch(epoch, shuffle=True, drop_last=True)
+            epoch += 1
+
+    stale, t0, seen = 0, time.perf_counter(), 0
+    stream = batches()
+    try:
+        while step < s.optim.max_steps:
+            batch = next(stream)
+            set_lr(optimizer, lr_at(step, s.optim))
+            model.train()
+            with autocast:
+                logits = model(batch.patch, batch.cls)
+            loss = F.binary_cross_entropy_with_logits(logits.float(), batch.keys, pos_weight=pos_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if s.optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_(raw_model.parameters(), s.optim.grad_clip)
+            optimizer.step()
+            step += 1
+            seen += len(batch.keys)
+            if log and (step % s.log_every == 0 or step == 1):
+                rate = seen * world / (time.perf_counter() - t0)
+                log.log(step, train_loss=loss.item(), lr=lr_at(step - 1, s.optim), samples_per_s=rate)
+                say(f"step {step:>6}  loss {loss.item():.4f}  {rate:,.0f} samples/s")
+            if step % s.eval_every == 0 or step == s.optim.max_steps:
+                if rank == 0:
+                    metrics = evaluate(raw_model, val_set, autocast, s.eval_batches) if len(val_set) else {}
+                    improved = bool(metrics) and metrics["val_bce"] < best["val_bce"]
+                    if metrics:
+                        log.log(step, **metrics)
+                        say(f"step {step:>6}  val bce {metrics['val_bce']:.4f}  exact {metrics['val_exact_match']:.3f}"
+                            + ("  (best)" if improved else ""))
+                    state = dict(model_state=raw_model.state_dict(), settings=settings_record, fingerprint=cache.fingerprint,
+                                 step=step, metrics=metrics, projection=_projection(cache))
+                    if improved or not len(val_set):
+                        best = {**metrics, "step": step} if metrics else {"val_bce": math.inf, "step": step}
+                        save_checkpoint(s.out_dir / "best.pt", best=best, **state)
+                    save_checkpoint(s.out_dir / "last.pt", optimizer=optimizer.state_dict(), best=best, **state)
+                    stale = 0 if improved else stale + 1
+                if s.patience and stale >= s.patience:
+                    say(f"early stop: no better val loss in {s.patience} evaluations")
+                    break
+    finally:
+        if log:
+            log.close()
+            if log.path.stat().st_size:
+                plot_curves(log.path, s.out_dir / "curves.png")
+        if world > 1:
+            torch.distributed.destroy_process_group()
+    say(f"best val: {_short(best)}; checkpoints in {s.out_dir}")
+    return best
+
+
+@torch.no_grad()
+def evaluate(model, sampler: SequenceSampler, autocast, max_batches: int | None = None) -> dict:
+    model.eval()
+    logits, keys = [], []
+    for i, batch in enumerate(sampler.epoch(0, shuffle=False, variants=False)):
+        if max_batches is not None and i >= max_batches:
+            break
+        with autocast:
+            logits.append(model(batch.patch, batch.cls).float())
+        keys.append(batch.keys)
+    return val_metrics(torch.cat(logits), torch.cat(keys))
+
+
+def _projection(cache: FeatureCache) -> dict | None:
+    if cache.projection is None:
+        return None
+    return {"mean": cache.projection.mean, "components": cache.projection.components}
+
+
+def _drive_settings(s: TrainSettings, cache: FeatureCache, head: HeadSettings) -> dict:
+    """Everything `drive` needs besides the weights: backbone, preprocessing, timing, reduction, controller."""
+    spec = cache.spec
+    return {"head": asdict(head), "sampler": asdict(s.sampler), "controller": asdict(s.controller),
+            "backbone": spec["backbone"], "weights_digest": spec["weights_digest"],
+            "weights_label": spec["weights_label"], "weights_source": spec["weights_source"], "preprocess": spec["preprocess"],
+            "reduction": spec["reduction"], "seq_len": s.sampler.seq_len, "stride_s": s.sampler.stride_s,
+            "label_shift_s": s.sampler.label_shift_s, "profile": _profile_name(cache)}
+
+
+def _profile_name(cache: FeatureCache) -> str:
+    first = cache.episodes()[0]
+    return Episode(first.recording).profile or "gta5"
+
+
+def _short(metrics: dict) -> str:
+    keys = ("val_bce", "val_exact_match", "step")
+    return ", ".join(f"{k} {metrics[k]:.4g}" if isinstance(metrics.get(k), float) else f"{k} {metrics.get(k)}"
+                     for k in keys if k in metrics)
