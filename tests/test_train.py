@@ -82,3 +82,23 @@ def test_cli_one_line_errors(tmp_path):
     r = subprocess.run([sys.executable, "-m", "train_head", "--cache", str(tmp_path / "nope"), "--out", str(tmp_path / "o")],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().startswith("error:") and "not a feature cache" in r.stderr
+
+
+def test_ablation_grid_trains_each_setting_with_the_same_seeds(cache, tmp_path):
+    from train_head.ablate import Variation, markdown_table, plot, run_grid
+
+    grid = [Variation("default"), Variation("seq 1", seq_len=1), Variation("cls only", tokens="cls")]
+    rows = run_grid(settings(cache, tmp_path, steps=20), grid, seeds=[0, 1], out=tmp_path / "abl", log=lambda *a: None)
+    assert [r["name"] for r in rows] == ["default", "seq 1", "cls only"]
+    for row in rows:
+        assert [r["seed"] for r in row["runs"]] == [0, 1]
+        values = [r["val_bce"] for r in row["runs"]]
+        assert row["val_bce"] == pytest.approx(sum(values) / 2)
+    seq1 = torch.load(tmp_path / "abl" / "seq_1" / "seed0" / "best.pt", weights_only=True)["settings"]
+    assert seq1["seq_len"] == 1 and seq1["head"]["tokens"] == "patches"
+    cls = torch.load(tmp_path / "abl" / "cls_only" / "seed1" / "best.pt", weights_only=True)["settings"]
+    assert cls["head"]["tokens"] == "cls" and cls["sampler"]["seed"] == 1
+    table = markdown_table(rows).splitlines()
+    assert len(table) == 5 and table[2].startswith("| default | ") and "±" in table[2]
+    plot(rows, tmp_path / "abl.png")
+    assert (tmp_path / "abl.png").stat().st_size > 1000

@@ -1,0 +1,142 @@
+"""Ablations: train a grid of head settings on one cache with the same steps and seeds, compare them.
+
+    python -m train_head.ablate --cache runs/cache --out runs/ablate --steps 1000 --seeds 0 1
+
+Each row changes one thing from the default head (the seed's: LSTM over 3 patch-token frames with
+the label shifted by the loop's latency). Writes OUT/ablation.md, OUT/ablation.png and OUT/results.json.
+"""
+import argparse
+import json
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from data.errors import run_cli
+from train_head.train import TrainSettings, train
+
+
+@dataclass(frozen=True)
+class Variation:
+    name: str
+    kind: str | None = None
+    tokens: str | None = None
+    seq_len: int | None = None
+    label_shift_s: float | None = None
+
+
+def default_grid(label_shift_s: float) -> list[Variation]:
+    return [
+        Variation("default (lstm, patches, seq 3, shift)"),
+        Variation("seq 1", seq_len=1),
+        Variation("seq 2", seq_len=2),
+        Variation("gru", kind="gru"),
+        Variation("no rnn (concat)", kind="none"),
+        Variation("cls only", tokens="cls"),
+        Variation("patches + cls", tokens="both"),
+        Variation("no label shift", label_shift_s=0.0),
+    ] if label_shift_s else [
+        Variation("default (lstm, patches, seq 3)"),
+        Variation("seq 1", seq_len=1),
+        Variation("seq 2", seq_len=2),
+        Variation("gru", kind="gru"),
+        Variation("no rnn (concat)", kind="none"),
+        Variation("cls only", tokens="cls"),
+        Variation("patches + cls", tokens="both"),
+    ]
+
+
+def apply_variation(base: TrainSettings, v: Variation, seed: int, out_dir: Path) -> TrainSettings:
+    head = replace(base.head, kind=v.kind or base.head.kind)
+    sampler = replace(base.sampler, tokens=v.tokens or base.sampler.tokens, seed=seed,
+                      seq_len=v.seq_len or base.sampler.seq_len,
+                      label_shift_s=base.sampler.label_shift_s if v.label_shift_s is None else v.label_shift_s)
+    return replace(base, head=head, sampler=sampler, out_dir=out_dir, seed=seed,
+                   split=replace(base.split, seed=base.split.seed), resume=False, quiet=True)
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")[:40]
+
+
+def run_grid(base: TrainSettings, grid: list[Variation], seeds: list[int], out: Path, log=print) -> list[dict]:
+    """Train every (variation, seed); one result row per variation with mean and spread over seeds."""
+    rows = []
+    for v in grid:
+        runs = []
+        for seed in seeds:
+            run_dir = out / slug(v.name) / f"seed{seed}"
+            best = train(apply_variation(base, v, seed, run_dir))
+            runs.append({"seed": seed, "dir": str(run_dir), **{k: best.get(k) for k in best}})
+            log(f"{v.name:<40} seed {seed}: val bce {best.get('val_bce', math.nan):.4f}  "
+                f"exact {best.get('val_exact_match', math.nan):.3f}")
+        rows.append({"name": v.name, "variation": v.__dict__, "runs": runs, **summarize(runs)})
+    return rows
+
+
+def summarize(runs: list[dict]) -> dict:
+    out = {}
+    for key in ("val_bce", "val_exact_match", "val_ap_w", "val_ap_a", "val_ap_s", "val_ap_d"):
+        values = np.array([r[key] if r.get(key) is not None else math.nan for r in runs], dtype=float)
+        out[key] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+        out[key + "_std"] = float(np.nanstd(values)) if np.isfinite(values).sum() > 1 else 0.0
+    return out
+
+
+def markdown_table(rows: list[dict], extra: list[tuple[str, str]] = ()) -> str:
+    """Columns: val metrics (mean ± std over seeds) and any extra (header, key) columns."""
+    cols = [("val BCE ↓", "val_bce"), ("exact match ↑", "val_exact_match"), ("AP w", "val_ap_w"),
+            ("AP a", "val_ap_a"), ("AP s", "val_ap_s"), ("AP d", "val_ap_d"), *extra]
+    lines = ["| setting | " + " | ".join(h for h, _ in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for row in rows:
+        cells = []
+        for _, key in cols:
+            value, std = row.get(key, math.nan), row.get(key + "_std", 0.0)
+            cells.append("–" if value is None or not math.isfinite(value) else
+                         f"{value:.3f} ± {std:.3f}" if std else f"{value:.3f}")
+        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], out_png: Path, keys=(("val BCE", "val_bce"), ("exact match", "val_exact_match"))) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4 * len(keys) + 2, 0.45 * len(rows) + 1.5))
+    names = [r["name"] for r in rows][::-1]
+    for i, (title, key) in enumerate(keys):
+        ax = fig.add_subplot(1, len(keys), i + 1)
+        values = [r.get(key, math.nan) for r in rows][::-1]
+        errors = [r.get(key + "_std", 0.0) for r in rows][::-1]
+        ax.barh(names, values, xerr=errors, color="tab:blue", alpha=0.8)
+        ax.set_title(title)
+        if i:
+            ax.set_yticklabels([])
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+
+
+def main() -> None:
+    from train_head.__main__ import add_head_arguments, settings_from_args
+
+    p = argparse.ArgumentParser(prog="python -m train_head.ablate", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
+    p.add_argument("--cache", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds per setting (default: 0)")
+    add_head_arguments(p)
+    args = p.parse_args()
+    base = settings_from_args(args, args.cache, args.out)
+    rows = run_grid(base, default_grid(args.label_shift), args.seeds, args.out)
+    args.out.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(rows)
+    (args.out / "ablation.md").write_text(f"{table}\n\nsteps {args.steps}, seeds {args.seeds}, cache {args.cache}\n")
+    (args.out / "results.json").write_text(json.dumps(rows, indent=1, default=str))
+    plot(rows, args.out / "ablation.png")
+    print(table)
+    print(f"\nwritten: {args.out / 'ablation.md'}, {args.out / 'ablation.png'}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
