@@ -40,6 +40,7 @@ class CacheSpec:
     weights_label: str
     weights_source: str  # what --weights said (official, a path, random): where drive finds them again
     preprocess: dict
+    precision: str  # "bf16" or "fp32": the backbone's autocast, which changes the tokens slightly
     augment: str  # the augmentation spec's stable text form
     augment_seed: int
     reduction: dict

@@ -39,6 +39,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=ExtractSettings.batch_size, help="backbone batch size")
     p.add_argument("--shard", type=parse_shard, default=(1, 1), metavar="K/N", help="extract only shard K of N")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
+    p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                   help="bf16 autocast: auto = on CUDA GPUs that support it; on also helps CPUs with AVX512-BF16")
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone (GPU)")
     p.add_argument("--refresh", action="store_true", help="re-extract recordings that changed since extraction")
     p.add_argument("--kind", action="append", help="only episodes of this kind (repeatable)")
@@ -48,7 +50,7 @@ def main() -> None:
         profile=args.profile, reduction=Reduction(dtype=args.dtype, pca_dim=args.pca, fps=args.fps),
         variants=tuple(args.variants.split(",")) if args.variants else None, augment_seed=args.seed,
         block_rows=args.block_rows, batch_size=args.batch_size, shard=args.shard, device=args.device,
-        compile=args.compile, refresh=args.refresh, kinds=tuple(args.kind) if args.kind else None)
+        bf16={"auto": None, "on": True, "off": False}[args.bf16], compile=args.compile, refresh=args.refresh, kinds=tuple(args.kind) if args.kind else None)
     cache = extract(settings)
     print(f"done: {cache.path} (fingerprint {cache.fingerprint})")
 

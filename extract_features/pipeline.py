@@ -78,6 +78,7 @@ def extract(settings: ExtractSettings, log=print) -> FeatureCache:
 
     spec = CacheSpec(backbone=backbone.name, weights_digest=backbone.weights_digest,
                      weights_label=backbone.weights_label, weights_source=settings.weights, preprocess=_asdict(prep),
+                     precision="bf16" if extractor.bf16 else "fp32",
                      augment=profile.augment.subset(variants).text(), augment_seed=settings.augment_seed,
                      reduction=settings.reduction.describe(), block_rows=settings.block_rows,
                      grid=patch_grid(h, w, prep), channels=backbone.config.embed_dim,

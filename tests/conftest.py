@@ -52,7 +52,7 @@ def synthetic_cache(tmp_path, episodes, variants=("clean", "flip"), block_rows=8
     GRID, C = grid, channels
     rng = np.random.default_rng(0)
     spec = CacheSpec(backbone="synthetic", weights_digest="0", weights_label="synthetic", weights_source="none",
-                     preprocess={}, augment=AugmentSpec.from_table({"flip": {"flip": {"p": 1.0}}}).text(), augment_seed=0,
+                     preprocess={}, precision="fp32", augment=AugmentSpec.from_table({"flip": {"flip": {"p": 1.0}}}).text(), augment_seed=0,
                      reduction={"dtype": "fp16", "pca_dim": None, "pca_frames": 1, "fps": None},
                      block_rows=block_rows, grid=GRID, channels=C, registers=0)
     cache = FeatureCache.create_or_open(tmp_path / "cache", spec)

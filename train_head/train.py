@@ -193,7 +193,7 @@ def _drive_settings(s: TrainSettings, cache: FeatureCache, head: HeadSettings) -
     spec = cache.spec
     return {"head": asdict(head), "sampler": asdict(s.sampler), "controller": asdict(s.controller),
             "backbone": spec["backbone"], "weights_digest": spec["weights_digest"],
-            "weights_label": spec["weights_label"], "weights_source": spec["weights_source"], "preprocess": spec["preprocess"],
+            "weights_label": spec["weights_label"], "weights_source": spec["weights_source"], "precision": spec["precision"], "preprocess": spec["preprocess"],
             "reduction": spec["reduction"], "seq_len": s.sampler.seq_len, "stride_s": s.sampler.stride_s,
             "label_shift_s": s.sampler.label_shift_s, "profile": _profile_name(cache)}
 
