@@ -1,19 +1,28 @@
 # Two set-up commands: `make demo` and `make test`. Everything else is a stage of the pipeline.
 PYTHON ?= python3
 VENV   ?= .venv
-# CPU build by default; GPU users override, e.g. make install TORCH="torch==2.13.0 --index-url <CUDA wheel index>"
+# CPU build by default. GPU users override it, e.g. on Windows/Linux with CUDA 12.6:
+#   make install TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
 TORCH  ?= torch==2.13.0
 PY     := $(VENV)/bin/python
 
-# Paths of the pipeline (override on the command line: make train CACHE=/fast/disk/cache)
+# Paths and settings of the pipeline; override on the command line: make train CACHE=/fast/cache STEPS=5000
 PROFILE    ?= gta5
 RECORDINGS ?= runs/recordings
 CACHE      ?= runs/cache
-CKPT_DIR   ?= runs/train
+RUN        ?= runs/train
+BACKBONE   ?= dinov2_vitb14_reg
+WEIGHTS    ?= official
+FEATURE_ARGS ?=
+STEPS      ?= 2000
+TRAIN_ARGS ?=
+GAME       ?= carracing
+CKPT       ?= $(RUN)/best.pt
+DRIVE_ARGS ?=
 
-.PHONY: install test test-all record import inspect clean-venv
+.PHONY: install test test-all demo record import inspect features train ablate drive bench clean-venv
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e ".[dev]"
@@ -27,11 +36,33 @@ test: install
 test-all: install
 	$(PY) -m pytest -q --runslow
 
+demo: install
+	$(PY) -m tools.demo
+
 record: install
 	$(PY) -m tools.record --profile $(PROFILE) --out $(RECORDINGS)
 
+import: install
+	@test -n "$(SRC)" || { echo "usage: make import SRC='old/new_data old/stuck old/turns'"; exit 2; }
+	$(PY) -m tools.import_legacy $(SRC) --out $(RECORDINGS)
+
 inspect: install
-	$(PY) -m tools.inspect $(RECORDINGS)
+	$(PY) -m tools.inspect $(RECORDINGS) --montage $(RECORDINGS)/montage.png
+
+features: install
+	$(PY) -m extract_features --recordings $(RECORDINGS) --cache $(CACHE) --backbone $(BACKBONE) --weights $(WEIGHTS) $(FEATURE_ARGS)
+
+train: install
+	$(PY) -m train_head --cache $(CACHE) --out $(RUN) --steps $(STEPS) $(TRAIN_ARGS)
+
+ablate: install
+	$(PY) -m train_head.ablate --cache $(CACHE) --out $(RUN)-ablate --steps $(STEPS) $(TRAIN_ARGS)
+
+drive: install
+	$(PY) -m drive --game $(GAME) --ckpt $(CKPT) $(DRIVE_ARGS)
+
+bench: install
+	$(PY) -m tools.bench
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,19 +1,50 @@
-"""Record gameplay: screen frames + the w/a/s/d keys held, one episode per pause/resume.
+"""Record gameplay (screen frames + w/a/s/d keys), or the scripted expert driving the embedded CarRacing game.
+
+Screen: one episode per pause/resume. Expert: one episode per track, tracks seed, seed+1, ...
 
     python -m tools.record --profile gta5 --out runs/recordings
     python -m tools.record --profile gta5 --out runs/recordings --kind stuck --pad-seconds 4
+    python -m tools.record --game carracing --expert --minutes 10 --seed 0 --out runs/recordings
 """
 import argparse
 from pathlib import Path
 
-from data.errors import run_cli
+from data.episode import Episode
+from data.errors import UserError, run_cli
 from data.key_input import default_key_source
 from data.profiles import available_profiles, load_profile
 from data.recorder import Recorder, RecorderSettings
 from data.screen import Region, ScreenSource, find_window_region
 
 
-def main() -> None:
+def record_carracing_expert(args, p: argparse.ArgumentParser) -> None:
+    from drive.expert_recording import RecordSettings, record_expert  # gymnasium loads only for the embedded game
+
+    if not (args.game == "carracing" and args.expert):
+        raise UserError("the embedded game is recorded by its scripted expert: pass both --game carracing and --expert")
+    screen_only = [f for f in ("profile", "kind", "pad_seconds", "discard_seconds", "fps", "region", "window", "pause_key")
+                   if getattr(args, f) != p.get_default(f)]
+    if screen_only:
+        raise UserError(f"--{screen_only[0].replace('_', '-')} is for screen recording; leave it out with --expert")
+    if args.minutes is None:
+        raise UserError("--expert needs --minutes M: how many minutes of game time to record")
+    settings = RecordSettings()
+    if args.stuck_share is not None:
+        settings.stuck_share = args.stuck_share
+    seed = args.seed or 0
+    done = [0]
+
+    def progress(path: Path, stats) -> None:
+        episode = Episode(path)
+        done[0] += len(episode)
+        print(f"{path.name}: track {stats.seed}, {len(episode)} frames, {stats.tile_share:.0%} of tiles, "
+              f"reward {stats.reward:.0f}; {done[0] / episode.fps / 60:.1f} of {args.minutes:g} min", flush=True)
+
+    paths = record_expert(args.out, args.minutes, seed=seed, settings=settings, on_episode=progress)
+    print(f"{len(paths)} episodes in {args.out}")
+
+
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m tools.record", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Press the pause key (T) in the game to start recording; press it again to "
@@ -29,8 +60,19 @@ def main() -> None:
     p.add_argument("--region", type=Region.parse, help="capture LEFT,TOP,WIDTH,HEIGHT instead of finding the window")
     p.add_argument("--window", help="window title to capture (default: the profile's)")
     p.add_argument("--pause-key", default="t", help="pause/resume hotkey (default: %(default)s)")
-    p.add_argument("--minutes", type=float, help="stop after this many minutes")
-    args = p.parse_args()
+    p.add_argument("--minutes", type=float, help="stop after this many minutes (--expert: game minutes to record)")
+    expert = p.add_argument_group("embedded game (python -m tools.record --game carracing --expert --minutes M)")
+    expert.add_argument("--game", choices=["carracing"], help="record the embedded CarRacing game instead of the screen")
+    expert.add_argument("--expert", action="store_true", help="the scripted expert drives (one episode per track)")
+    expert.add_argument("--seed", type=int, help="first track seed; episode i drives track seed + i (default: 0)")
+    expert.add_argument("--stuck-share", type=float,
+                        help="share of episodes that start stuck off the road and recover (default: 0.2)")
+    args = p.parse_args(argv)
+    if args.game or args.expert:
+        return record_carracing_expert(args, p)
+    for flag in ("seed", "stuck_share"):
+        if getattr(args, flag) is not None:
+            raise UserError(f"--{flag.replace('_', '-')} works with --game carracing --expert only")
 
     profile = load_profile(args.profile)
     region = args.region or find_window_region(args.window or profile.window_title)

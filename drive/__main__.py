@@ -1,0 +1,222 @@
+"""Drive with a trained head: the embedded CarRacing game (default), or GTA V through the screen.
+
+    python -m drive --ckpt runs/train/best.pt                          # one CarRacing track, wall time
+    python -m drive --ckpt runs/train/best.pt --latency 0.1 --video drive.mp4
+    python -m drive --ckpt runs/train/best.pt --eval --seeds 1000-1009 --latency 0.1 --table eval.md
+    python -m drive --ckpt runs/gta/best.pt --game gta5 [--region 0,0,800,600] [--telemetry drive.jsonl]
+"""
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import torch
+
+from data.errors import UserError, run_cli
+from data.screen import Region, ScreenSource, find_window_region
+from drive.agent import Agent, load_agent
+from drive.carracing import CarRacingGame, GameSettings
+from drive.controller import ControllerSettings
+from drive.evaluate import (TrackSettings, check_agent_plays_carracing, evaluate_agent, evaluate_expert,
+                            expert_latency, format_table, parse_seeds, run_track)
+from drive.keys import KeyboardPackageSink, KeyScheduler, RecordingSink, WindowsSendInputSink
+from drive.loop import MODES, DriveParts, KeyboardHotkeys, LoopSettings, drive
+from drive.video import VideoWriter, check_video_path
+
+GAMES = ("carracing", "gta5")
+KEY_SINKS = {"sendinput": WindowsSendInputSink, "keyboard": KeyboardPackageSink, "virtual": RecordingSink}
+DEFAULT_SEED = 1000  # tools.record --expert records tracks 0, 1, 2, ... by default: drive elsewhere
+DEFAULT_SEEDS = "1000-1009"
+DEFAULT_COUNTDOWN = 3.0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m drive", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
+    p.add_argument("--ckpt", type=Path, required=True, help="checkpoint from python -m train_head (best.pt)")
+    p.add_argument("--game", choices=GAMES, default="carracing", help="default: %(default)s (the embedded game)")
+    p.add_argument("--weights", help="backbone weights (default: what --weights said at feature extraction)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
+    c = p.add_argument_group("controller (defaults from the checkpoint)")
+    c.add_argument("--max-steer", type=float, help="a/d held for at most this fraction of the decision interval")
+    c.add_argument("--gas-threshold", type=float, help="w held while p(w) >= this")
+    c.add_argument("--brake-threshold", type=float, help="s held while p(s) >= this")
+    c.add_argument("--thresholded", action="store_true", help="steer by threshold instead of proportionally")
+    loop = p.add_argument_group("loop")
+    loop.add_argument("--mode", choices=MODES, default="ring",
+                      help="ring: backbone on the newest frame only; recompute: on every sequence frame (the seed's way)")
+    loop.add_argument("--telemetry", type=Path, help="JSONL file, one line per decision (must not exist)")
+    loop.add_argument("--max-decisions", type=int, default=0, help="stop after this many decisions (0: no limit)")
+    loop.add_argument("--watchdog", type=float, default=0.5, help="release every key after this many seconds "
+                      "without a decision (default: %(default)s)")
+    cr = p.add_argument_group("carracing")
+    cr.add_argument("--latency", type=float,
+                    help="fixed thinking time in seconds: reproducible runs (default: the measured wall time)")
+    cr.add_argument("--seed", type=int, help=f"track seed of a single run (default: {DEFAULT_SEED})")
+    cr.add_argument("--max-steps", type=int,
+                    help=f"physics steps per track, 50 per second (default: {GameSettings.max_steps}, the game's limit)")
+    cr.add_argument("--video", type=Path, help="mp4 of the run (with --eval: of the first track)")
+    cr.add_argument("--eval", action="store_true", help="score the agent and the expert on --seeds, print the table")
+    cr.add_argument("--seeds", help=f"held-out track seeds for --eval: A-B or a list (default: {DEFAULT_SEEDS})")
+    cr.add_argument("--table", type=Path, help="also write the --eval table to this markdown file")
+    g = p.add_argument_group("gta5")
+    g.add_argument("--keys", choices=list(KEY_SINKS),
+                   help="key output (default: sendinput on Windows, keyboard elsewhere; virtual presses nothing)")
+    g.add_argument("--region", type=Region.parse, help="capture LEFT,TOP,WIDTH,HEIGHT instead of finding the window")
+    g.add_argument("--window", help="window title to capture (default: the profile's)")
+    g.add_argument("--no-hotkeys", action="store_true", help="no quit/pause/steer hotkeys (Ctrl-C still stops)")
+    g.add_argument("--max-seconds", type=float, help="stop after this many seconds (default: no limit)")
+    g.add_argument("--countdown", type=float, help=f"seconds to switch to the game first (default: {DEFAULT_COUNTDOWN:g})")
+    return p
+
+
+CARRACING_ONLY = ("latency", "seed", "max_steps", "video", "eval", "seeds", "table")
+GTA5_ONLY = ("keys", "region", "window", "no_hotkeys", "max_seconds", "countdown")
+
+
+def check_args(args) -> None:
+    """Every refusal that needs no file read, before anything is loaded or written."""
+    other, game = (CARRACING_ONLY, "carracing") if args.game == "gta5" else (GTA5_ONLY, "gta5")
+    misplaced = [name for name in other if getattr(args, name) is not None and getattr(args, name) is not False]
+    if misplaced:
+        raise UserError(f"--{misplaced[0].replace('_', '-')} works with --game {game} only")
+    if args.game == "carracing":
+        if args.eval and args.telemetry:
+            raise UserError("--telemetry works for a single run; leave out --eval")
+        if args.eval and args.max_decisions:
+            raise UserError("--max-decisions works for a single run; --eval drives every track to its end")
+        if args.table and not args.eval:
+            raise UserError("--table is written by --eval; add --eval --seeds A-B")
+        if args.table and args.table.is_dir():
+            raise UserError(f"--table {args.table}: is a directory; give a file name such as eval.md")
+        if args.latency is not None and not args.latency > 0:
+            raise UserError(f"--latency {args.latency}: must be > 0 seconds (or leave it out to use the wall time)")
+        if args.video:
+            check_video_path(args.video)
+        if args.max_steps is not None and args.max_steps < 1:
+            raise UserError(f"--max-steps {args.max_steps}: must be at least 1")
+    if args.telemetry and args.telemetry.exists():
+        raise UserError(f"{args.telemetry}: already exists; choose a new --telemetry file")
+    if args.max_decisions < 0:
+        raise UserError(f"--max-decisions {args.max_decisions}: must be >= 0")
+    controller_settings(args, ControllerSettings()).check()
+
+
+def controller_settings(args, defaults: ControllerSettings) -> ControllerSettings:
+    overrides = {"max_steer": args.max_steer, "gas_threshold": args.gas_threshold,
+                 "brake_threshold": args.brake_threshold, "proportional": False if args.thresholded else None}
+    return ControllerSettings(**{**dataclasses.asdict(defaults), **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    check_args(args)
+    seeds = parse_seeds(args.seeds or DEFAULT_SEEDS) if args.eval else []
+    agent = load_agent(args.ckpt, args.weights, args.device)
+    controller = controller_settings(args, agent.controller())
+    if args.game == "gta5":
+        return drive_gta5(agent, controller, args)
+    game_settings = GameSettings(max_steps=args.max_steps or GameSettings.max_steps)
+    check_agent_plays_carracing(agent, game_settings)
+    if args.eval:
+        return run_eval(agent, controller, seeds, game_settings, args)
+
+    settings = TrackSettings(latency=args.latency, mode=args.mode, watchdog_s=args.watchdog,
+                             max_decisions=args.max_decisions)
+    seed = DEFAULT_SEED if args.seed is None else args.seed
+    game = CarRacingGame(game_settings)
+    try:
+        if args.video:
+            with VideoWriter(args.video, fps=1.0 / (args.latency or 0.1)) as writer:
+                run, _ = run_track(agent, game, seed, controller, settings, writer, args.telemetry, print)
+            print(f"video: {args.video}")
+        else:
+            run, _ = run_track(agent, game, seed, controller, settings, None, args.telemetry, print)
+    finally:
+        game.close()
+    print(f"track {run.seed}: reward {run.reward:.1f}, tiles {run.tile_share:.1%} ({run.tiles_visited}/{run.tiles_total}), "
+          f"off-track {run.off_track_events}, steer rate {run.steer_rate:.2f} rad/s, "
+          f"{run.decisions_per_s:.1f} decisions per game second, {'lap finished' if run.lap_finished else 'no full lap'}")
+
+
+def run_eval(agent: Agent, controller: ControllerSettings, seeds: list[int], game_settings: GameSettings, args) -> None:
+    timing = f"latency {args.latency:g} s" if args.latency else "wall time"
+    print(f"evaluating {agent.path} on {len(seeds)} tracks ({timing}, {'proportional' if controller.proportional else 'thresholded'} "
+          f"steering, max steer {controller.max_steer:g})")
+    runs = evaluate_agent(agent, seeds, args.latency, controller, game_settings, args.mode, args.video)
+    latency = args.latency or expert_latency(runs)
+    name = f"expert @ {latency:g} s" + ("" if args.latency else " (the agent's mean interval)")
+    results = {"agent": runs, name: evaluate_expert(seeds, latency, game_settings),
+               "expert @ 0 s": evaluate_expert(seeds, 0.0, game_settings)}
+    table = format_table(results, compare=("agent", name))
+    print(table)
+    decisions, wall = sum(r.decisions for r in runs), sum(r.wall_s for r in runs)
+    print(f"agent compute: {decisions} decisions in {wall:.1f} s wall clock = {decisions / wall:.1f} decisions/s "
+          f"(render + backbone + head, {agent.device})")
+    if agent.extractor.backbone.is_random:
+        print(f"note: the backbone has {agent.extractor.backbone.weights_label}")
+    if args.video:
+        print(f"video: {args.video}")
+    if args.table:
+        write_text_atomic(args.table, table)
+        print(f"table: {args.table}")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def drive_gta5(agent: Agent, controller: ControllerSettings, args) -> None:
+    profile = agent.profile
+    region = args.region or find_window_region(args.window or profile.window_title)
+    if (region.width, region.height) != profile.capture_size:
+        print(f"warning: capturing {region.width}x{region.height}, profile {profile.name} expects "
+              f"{profile.capture_size[0]}x{profile.capture_size[1]}; frames are resized to {profile.frame_size}")
+    screen = ScreenSource(region)
+
+    def grab():
+        frame = screen.grab()
+        if frame.shape[1::-1] != profile.frame_size:  # as the recorder stores frames
+            frame = cv2.resize(frame, profile.frame_size, interpolation=cv2.INTER_AREA)
+        return frame
+
+    sink_name = args.keys or ("sendinput" if sys.platform == "win32" else "keyboard")
+    loop = LoopSettings(seq_len=agent.seq_len, stride_s=agent.stride_s, mode=args.mode, watchdog_s=args.watchdog,
+                        recording_fps=profile.fps, max_decisions=args.max_decisions, max_seconds=args.max_seconds or 0.0,
+                        telemetry_path=args.telemetry)
+    loop.check()
+    hotkeys = None if args.no_hotkeys else KeyboardHotkeys(
+        [loop.quit_key, loop.pause_key, loop.steer_less_key, loop.steer_more_key])
+    scheduler = KeyScheduler(KEY_SINKS[sink_name]())
+    try:
+        keys_help = (f"{loop.quit_key} quits, {loop.pause_key} pauses/resumes, {loop.steer_less_key}/"
+                     f"{loop.steer_more_key} lower/raise max steer" if hotkeys else "none (Ctrl-C stops)")
+        print(f"keys: {sink_name}; hotkeys: {keys_help}")
+        countdown = DEFAULT_COUNTDOWN if args.countdown is None else args.countdown
+        if countdown > 0:
+            print(f"switch to the game: driving starts in {countdown:g} s")
+            time.sleep(countdown)
+        parts = DriveParts(grab=grab, preprocess_fn=agent.preprocess_fn, features_fn=agent.features_fn,
+                           head_fn=agent.head_fn, scheduler=scheduler, hotkeys=hotkeys or (lambda: ()),
+                           sync=_sync(agent))
+        drive(parts, controller, loop)
+    finally:
+        scheduler.close()
+        if hotkeys is not None:
+            hotkeys.close()
+
+
+def _sync(agent: Agent):
+    if agent.device.type == "cuda":
+        return lambda: torch.cuda.synchronize(agent.device)
+    return lambda: None
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,207 @@
+"""python -m drive on the embedded game: the CLI path, game-time keys, reproducible evaluation, video, errors."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from data.episode import Episode
+from data.errors import UserError
+from drive.__main__ import main
+from drive.carracing import CarRacingGame, GameSettings, RealTimeGame, TrackStats
+from drive.evaluate import GameKeys, TrackRun, evaluate_agent, evaluate_expert, format_table, parse_seeds
+from extract_features.backbone import DinoV2
+from tests.test_agent import make_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("carracing"))[0]
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+@pytest.mark.parametrize("mode", ["ring", "recompute"])
+def test_one_backbone_call_per_decision_through_the_cli(ckpt, mode, tmp_path, monkeypatch, capsys):
+    calls = []
+    forward = DinoV2.forward
+    monkeypatch.setattr(DinoV2, "forward", lambda self, x, block=None: calls.append(len(x)) or forward(self, x, block))
+    main(["--ckpt", str(ckpt), "--latency", "0.1", "--max-steps", "100", "--mode", mode, "--max-steer", "0.2",
+          "--telemetry", str(tmp_path / "t.jsonl")])
+    records = read_jsonl(tmp_path / "t.jsonl")
+    decisions = [r for r in records if r["event"] == "decision"]
+    assert len(decisions) == 20  # 100 physics steps of 20 ms, one decision per 0.1 s of game time
+    assert len(calls) == len(decisions)
+    assert calls == [1] * 20 if mode == "ring" else calls == [3] * 20
+    assert records[-1]["event"] == "summary" and records[-1]["stopped_by"] == "source_end"
+    assert all(r["interval_s"] == pytest.approx(0.1) for r in decisions)  # game time, not wall time
+    assert all((r["hold_s"]["a"] or 0) <= 0.02 + 1e-9 and (r["hold_s"]["d"] or 0) <= 0.02 + 1e-9 for r in decisions)
+    assert "track 1000: reward" in capsys.readouterr().out
+
+
+def test_game_keys_hold_plans_in_game_time():
+    game = CarRacingGame()
+    try:
+        game.reset(seed=3)
+        keys = GameKeys(RealTimeGame(game, latency=0.1))
+        assert keys.clock() == 0.0
+        keys.apply({"w": math.inf, "a": 0.04})
+        assert keys.clock() == pytest.approx(0.1)  # the old (empty) plan ran for the thinking time
+        assert keys.held_keys() == {"w", "a"}
+        keys.apply({"w": math.inf, "d": 0.06})  # the first plan ran 0.1 s: w all of it, a 0.04 s
+        assert keys.held_seconds() == pytest.approx({"w": 0.1, "a": 0.04, "s": 0.0, "d": 0.0})
+        keys.apply({})
+        assert keys.held_seconds() == pytest.approx({"w": 0.2, "a": 0.04, "s": 0.0, "d": 0.06})
+        assert keys.held_keys() == frozenset() and game.stats.steps == 15
+        keys.apply({"s": math.inf})
+        keys.release_all()
+        assert game.hold == {"w": 0.0, "a": 0.0, "s": 0.0, "d": 0.0}
+    finally:
+        game.close()
+
+
+def test_eval_is_reproducible_and_tables_the_expert(ckpt, tmp_path, capsys):
+    main(["--ckpt", str(ckpt), "--eval", "--seeds", "1000-1001", "--latency", "0.1", "--max-steps", "150",
+          "--table", str(tmp_path / "eval.md")])
+    table = (tmp_path / "eval.md").read_text()
+    assert table in capsys.readouterr().out
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith(("| 100", "| all"))]
+    assert [(r[0], r[1]) for r in rows] == [
+        ("| 1000", "agent"), ("| 1000", "expert @ 0.1 s"), ("| 1000", "expert @ 0 s"),
+        ("| 1001", "agent"), ("| 1001", "expert @ 0.1 s"), ("| 1001", "expert @ 0 s"),
+        ("| all 2", "agent"), ("| all 2", "expert @ 0.1 s"), ("| all 2", "expert @ 0 s")]
+    # a second run, through the functions `make demo` and ablations call, gives the very same table
+    settings = GameSettings(max_steps=150)
+    agent = evaluate_agent(ckpt, [1000, 1001], 0.1, game_settings=settings, log=lambda s: None)
+    expert = evaluate_expert([1000, 1001], 0.1, settings)
+    again = format_table({"agent": agent, "expert @ 0.1 s": expert, "expert @ 0 s": evaluate_expert([1000, 1001], 0.0, settings)},
+                         compare=("agent", "expert @ 0.1 s"))
+    assert again == table
+    assert [r.decisions for r in agent] == [30, 30] and agent[0].decisions_per_s == pytest.approx(10.0)
+    for row, run in zip([rows[0], rows[3], rows[1], rows[4]], agent + expert):
+        assert row[2:5] == [f"{run.reward:.1f}", f"{100 * run.tile_share:.1f}", str(run.off_track_events)]
+    assert expert[0].tile_share > agent[0].tile_share  # an untrained head does not out-drive the expert
+    assert "agent mean reward is " in table and "of expert @ 0.1 s's (2 tracks)" in table
+
+
+def test_video_has_a_frame_per_decision(ckpt, tmp_path, capsys):
+    main(["--ckpt", str(ckpt), "--latency", "0.1", "--max-steps", "50", "--video", str(tmp_path / "v.mp4"),
+          "--telemetry", str(tmp_path / "t.jsonl")])
+    decisions = [r for r in read_jsonl(tmp_path / "t.jsonl") if r["event"] == "decision"]
+    video = cv2.VideoCapture(str(tmp_path / "v.mp4"))
+    frames = []
+    while True:
+        ok, frame = video.read()
+        if not ok:
+            break
+        frames.append(frame)
+    assert len(frames) == len(decisions) == 10
+    assert frames[0].shape == (400 + 64, 600, 3)
+    assert frames[-1][:400].std() > 5  # the game's picture, not a blank frame
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.jsonl", "v.mp4"]  # no partial file left
+
+
+def test_wall_time_run_drives_until_the_game_ends(ckpt, capsys):
+    main(["--ckpt", str(ckpt), "--max-steps", "25"])
+    out = capsys.readouterr().out
+    assert "stopped by source_end" in out and "track 1000: reward" in out
+
+
+def test_format_table_totals():
+    runs = [TrackRun(seed=1, steps=1000, reward=100.0, tiles_visited=50, tiles_total=100, off_track_events=1,
+                     wheel_travel=20.0, decisions=200),
+            TrackRun(seed=2, steps=500, reward=300.0, tiles_visited=100, tiles_total=100, lap_finished=True,
+                     wheel_travel=5.0, decisions=100)]
+    reference = [TrackStats(seed=1, steps=1000, reward=400.0), TrackStats(seed=2, steps=1000, reward=400.0)]
+    table = format_table({"agent": runs, "expert": reference}, compare=("agent", "expert"))
+    lines = table.splitlines()
+    assert lines[2] == "| 1 | agent | 100.0 | 50.0 | 1 | 1.00 | 10.0 | no |"
+    assert lines[5] == "| 2 | expert | 400.0 | 0.0 | 0 | 0.00 | – | no |"
+    assert lines[6] == "| all 2 | agent | 200.0 ± 100.0 [100.0, 300.0] | 75.0 ± 25.0 [50.0, 100.0] | 0.5 | 0.75 | 10.0 | 1/2 |"
+    assert lines[-1] == "agent mean reward is 50.0 % of expert's (2 tracks)"
+    with pytest.raises(ValueError, match="same tracks"):
+        format_table({"agent": runs, "expert": reference[:1]})
+
+
+def test_parse_seeds():
+    assert parse_seeds("1000-1002") == [1000, 1001, 1002]
+    assert parse_seeds("1,5-6") == [1, 5, 6]
+    for bad in ("a-b", "5-3", ""):
+        with pytest.raises(UserError, match="--seeds"):
+            parse_seeds(bad)
+
+
+def test_cli_errors_are_one_line_and_write_nothing(ckpt, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "drive", "--ckpt", str(ckpt), "--game", "gta5", "--latency", "0.1"],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr == "error: --latency works with --game carracing only\n"
+    existing = tmp_path / "old.jsonl"
+    existing.write_text("keep\n")
+    cases = [(["--telemetry", str(existing)], "already exists"),
+             (["--table", str(tmp_path / "t.md")], "--table is written by --eval"),
+             (["--video", str(tmp_path / "v.avi")], "must end in .mp4"),
+             (["--eval", "--telemetry", str(tmp_path / "t.jsonl")], "single run"),
+             (["--region", "0,0,800,600"], "--region works with --game gta5 only"),
+             (["--max-steer", "2"], "--max-steer"),
+             (["--latency", "0"], "--latency 0.0: must be > 0")]
+    for extra, message in cases:
+        with pytest.raises(UserError, match=message):
+            main(["--ckpt", str(ckpt)] + extra)
+    gta_ckpt, _ = make_checkpoint(tmp_path / "gta", profile="gta5")
+    with pytest.raises(UserError, match="trained on gta5 frames, not carracing; drive it with --game gta5"):
+        main(["--ckpt", str(gta_ckpt), "--video", str(tmp_path / "v.mp4")])
+    assert existing.read_text() == "keep\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gta", "old.jsonl"]
+
+
+def test_record_expert_cli_writes_episodes(tmp_path, capsys):
+    from tools.record import main as record
+
+    record(["--game", "carracing", "--expert", "--minutes", "0.1", "--seed", "5", "--stuck-share", "0",
+            "--out", str(tmp_path / "rec")])
+    episodes = sorted((tmp_path / "rec").iterdir())
+    assert [p.name for p in episodes] == ["expert-seed5-000-regular.zarr"]  # 6 s: less than one track
+    episode = Episode(episodes[0])
+    assert len(episode) == 60 and episode.frame_shape == (160, 240, 3) and episode.complete
+    assert (episode.attrs["track_seed"], episode.attrs["source"], episode.profile) == (5, "expert", "carracing")
+    assert episode.keys[:].any(axis=0)[0]  # the expert pressed w
+    assert "expert-seed5-000-regular.zarr: track 5, 60 frames" in capsys.readouterr().out
+    for argv, message in [(["--expert", "--minutes", "1"], "pass both --game carracing and --expert"),
+                          (["--game", "carracing", "--expert"], "needs --minutes"),
+                          (["--game", "carracing", "--expert", "--minutes", "1", "--kind", "stuck"], "--kind is for screen"),
+                          (["--seed", "3"], "--seed works with --game carracing --expert only"),
+                          (["--game", "carracing", "--expert", "--minutes", "1", "--stuck-share", "2"], "--stuck-share")]:
+        with pytest.raises(UserError, match=message):
+            record(argv + ["--out", str(tmp_path / "other")])
+    assert not (tmp_path / "other").exists()
+
+
+def test_gta5_path_with_a_fake_screen(tmp_path, monkeypatch, capsys):
+    import drive.__main__ as cli
+
+    grabbed = []
+
+    class FakeScreen:  # an 800x600 window; frames are resized to the profile's 240x180 as the recorder does
+        def __init__(self, region):
+            assert (region.width, region.height) == (800, 600)
+
+        def grab(self):
+            grabbed.append(1)
+            return np.random.default_rng(len(grabbed)).integers(0, 256, (600, 800, 3), dtype=np.uint8)
+
+    monkeypatch.setattr(cli, "ScreenSource", FakeScreen)
+    gta_ckpt, _ = make_checkpoint(tmp_path / "gta", profile="gta5")
+    main(["--ckpt", str(gta_ckpt), "--game", "gta5", "--region", "0,0,800,600", "--keys", "virtual", "--no-hotkeys",
+          "--countdown", "0", "--max-decisions", "4", "--telemetry", str(tmp_path / "t.jsonl")])
+    records = read_jsonl(tmp_path / "t.jsonl")
+    assert len(grabbed) == 4 and [r["event"] for r in records] == ["decision"] * 4 + ["summary"]
+    assert records[-1]["stopped_by"] == "max_decisions"
+    assert "keys: virtual; hotkeys: none (Ctrl-C stops)" in capsys.readouterr().out

@@ -1,0 +1,118 @@
+"""The whole pipeline on the embedded CarRacing game, from nothing: `make demo`.
+
+    python -m tools.demo [--out runs/demo] [--minutes 10] [--steps 1500] [--tracks 10]
+
+1. the scripted expert drives tracks (seeds 0, 1, ...) and is recorded like a player would be;
+2. stage 1 extracts ViT-S/14 tokens (real DINOv2 weights when the torch hub cache holds them, else a
+   RANDOMLY initialised ViT-S/14, said so everywhere);
+3. stage 2 trains the seed's CNN+LSTM head (3 frames 0.2 s apart, labels shifted by the latency);
+4. the agent drives held-out tracks (seeds 1000+) with a fixed latency, next to the expert;
+5. writes OUT/results.md (the table), OUT/drive.mp4 (first held-out track), OUT/train/curves.png.
+Each step is skipped when its output is already there, so an interrupted demo continues.
+"""
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cache.reduce import Reduction
+from cache.sampler import SamplerSettings
+from data.errors import run_cli
+from data.split import SplitSettings
+from drive.evaluate import evaluate_agent, evaluate_expert, format_table
+from drive.expert_recording import RecordSettings, record_expert
+from extract_features.pipeline import ExtractSettings, extract
+from extract_features.weights import hub_cache_path, official_url
+from train_head.heads import HeadSettings
+from train_head.optim import OptimSettings
+from train_head.train import TrainSettings, train
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    out: Path = Path("runs/demo")
+    minutes: float = 7.0  # expert game time recorded (10 fps: 600 frames a minute)
+    backbone: str = "dinov2_vits14"
+    pca_dim: int | None = 96  # keeps the cache in RAM and the head quick on a CPU
+    variants: tuple[str, ...] = ("clean", "flip")
+    steps: int = 1500
+    latency: float = 0.1  # thinking time of the agent while driving, and so the label shift
+    stride_s: float = 0.2
+    seq_len: int = 3
+    tracks: int = 10  # held-out tracks, seeds 1000, 1001, ...
+    first_track: int = 1000
+
+
+def fast_bf16() -> bool:
+    """bf16 autocast halves the backbone's time on CUDA and on CPUs with AVX512-BF16 (and slows others)."""
+    return torch.cuda.is_available() or getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+
+
+def demo_weights(backbone: str) -> str:
+    return "official" if hub_cache_path(official_url(backbone)).exists() else "random"
+
+
+def run(s: DemoSettings) -> str:
+    start = time.perf_counter()
+    stamp = lambda what: print(f"[{time.perf_counter() - start:6.0f} s] {what}", flush=True)  # noqa: E731
+    recordings, cache, run_dir = s.out / "recordings", s.out / "cache", s.out / "train"
+
+    if not recordings.exists():
+        stamp(f"1/4 recording {s.minutes:g} min of expert driving into {recordings}")
+        record_expert(recordings, s.minutes, seed=0, settings=RecordSettings(latency=s.latency))
+    else:
+        stamp(f"1/4 recordings already in {recordings}")
+
+    weights = demo_weights(s.backbone)
+    if weights == "random":
+        print("\n" + "!" * 78 + f"\n  No DINOv2 weights in the torch hub cache ({hub_cache_path(official_url(s.backbone))}).\n"
+              f"  The demo runs on a RANDOMLY INITIALISED {s.backbone}: real DINOv2 features drive better.\n"
+              + "!" * 78 + "\n", flush=True)
+    stamp(f"2/4 extracting {s.backbone} features into {cache}")
+    extract(ExtractSettings(recordings=[recordings], cache=cache, backbone=s.backbone, weights=weights,
+                            reduction=Reduction(pca_dim=s.pca_dim), variants=s.variants, block_rows=128,
+                            batch_size=32, bf16=fast_bf16()))
+
+    if not (run_dir / "best.pt").exists():
+        stamp(f"3/4 training the head for {s.steps} steps into {run_dir}")
+        train(TrainSettings(cache=cache, out_dir=run_dir, head=HeadSettings(kind="lstm", tokens="patches"),
+                            sampler=SamplerSettings(seq_len=s.seq_len, stride_s=s.stride_s, label_shift_s=s.latency,
+                                                    batch_size=32),
+                            optim=OptimSettings(lr=1e-3, min_lr=1e-4, warmup_steps=100, max_steps=s.steps),
+                            split=SplitSettings(val_fraction=0.1), eval_every=250))
+    else:
+        stamp(f"3/4 head already trained: {run_dir / 'best.pt'}")
+
+    seeds = list(range(s.first_track, s.first_track + s.tracks))
+    stamp(f"4/4 driving {len(seeds)} held-out tracks (seeds {seeds[0]}-{seeds[-1]}), latency {s.latency} s")
+    agent = evaluate_agent(run_dir / "best.pt", seeds, latency=s.latency, video=s.out / "drive.mp4")
+    expert = evaluate_expert(seeds, latency=s.latency)
+    table = format_table({"agent": agent, "expert": expert}, compare=("agent", "expert"))
+    label = "RANDOMLY INITIALISED " + s.backbone if weights == "random" else f"{s.backbone} (DINOv2 weights)"
+    report = (f"# Demo: CarRacing, expert vs agent on held-out tracks\n\nbackbone: {label}; "
+              f"{s.minutes:g} min of expert demos; variants {', '.join(s.variants)}; PCA {s.pca_dim}; "
+              f"head lstm/patches seq {s.seq_len} stride {s.stride_s} s; {s.steps} steps; latency {s.latency} s "
+              f"(fixed, reproducible)\n\n{table}\nwall time {time.perf_counter() - start:.0f} s\n")
+    (s.out / "results.md").write_text(report)
+    stamp(f"done: {s.out / 'results.md'}, {s.out / 'drive.mp4'}, {run_dir / 'curves.png'}")
+    print("\n" + table)
+    return report
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
+    d = DemoSettings()
+    p.add_argument("--out", type=Path, default=d.out)
+    p.add_argument("--minutes", type=float, default=d.minutes, help="expert game time to record (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=d.steps, help="training steps (default: %(default)s)")
+    p.add_argument("--tracks", type=int, default=d.tracks, help="held-out tracks to drive (default: %(default)s)")
+    p.add_argument("--backbone", default=d.backbone)
+    args = p.parse_args()
+    run(DemoSettings(out=args.out, minutes=args.minutes, steps=args.steps, tracks=args.tracks, backbone=args.backbone))
+
+
+if __name__ == "__main__":
+    run_cli(main)
