@@ -19,8 +19,10 @@ TRAIN_ARGS ?=
 GAME       ?= carracing
 CKPT       ?= $(RUN)/best.pt
 DRIVE_ARGS ?=
+MINUTES    ?= 10
+ABLATE_ARGS ?=
 
-.PHONY: install test test-all demo record import inspect features train ablate drive bench clean-venv
+.PHONY: install test test-all demo record record-expert import inspect features train ablate ablate-drive drive eval bench clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +44,9 @@ demo: install
 record: install
 	$(PY) -m tools.record --profile $(PROFILE) --out $(RECORDINGS)
 
+record-expert: install
+	$(PY) -m tools.record --game carracing --expert --minutes $(MINUTES) --seed 0 --out $(RECORDINGS)
+
 import: install
 	@test -n "$(SRC)" || { echo "usage: make import SRC='old/new_data old/stuck old/turns'"; exit 2; }
 	$(PY) -m tools.import_legacy $(SRC) --out $(RECORDINGS)
@@ -58,8 +63,14 @@ train: install
 ablate: install
 	$(PY) -m train_head.ablate --cache $(CACHE) --out $(RUN)-ablate --steps $(STEPS) $(TRAIN_ARGS)
 
+ablate-drive: install
+	$(PY) -m tools.ablate_drive --out runs/ablate-drive $(ABLATE_ARGS)
+
 drive: install
 	$(PY) -m drive --game $(GAME) --ckpt $(CKPT) $(DRIVE_ARGS)
+
+eval: install
+	$(PY) -m drive --game carracing --ckpt $(CKPT) --eval --seeds 1000-1009 --latency 0.1 --table $(RUN)/eval.md $(DRIVE_ARGS)
 
 bench: install
 	$(PY) -m tools.bench

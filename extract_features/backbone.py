@@ -8,6 +8,7 @@ finding, reading and mapping checkpoint files is weights.py's job, pixels → te
     python -m extract_features.backbone --bench [--batch 4] [--iters 3] [--device cuda]
 """
 import argparse
+import itertools
 import platform
 import time
 from dataclasses import dataclass
@@ -71,7 +72,10 @@ BACKBONES: dict[str, ViTConfig] = {
     "vit_tiny_test": ViTConfig(48, 2, 3, img_size=224),
     "vit_tiny_test_reg": ViTConfig(48, 2, 3, num_registers=4, img_size=224,
                                    interpolate_offset=0.0, interpolate_antialias=True),
+    # Control, not a backbone: the raw 14x14x3 pixel patches themselves (see RawPatches).
+    "raw_patches14": ViTConfig(14 * 14 * 3, 0, 1),
 }
+RAW_PATCHES = "raw_patches14"
 
 
 def backbone_config(name: str) -> ViTConfig:
@@ -224,11 +228,28 @@ class DinoV2(nn.Module):
         return BackboneOutput(patch=x[:, 1 + r:], cls=x[:, 0], registers=x[:, 1:1 + r])
 
 
+class RawPatches(nn.Module):
+    """The identity on normalised pixels, cut into 14x14 patches: tokens (N, P, 588), CLS = their mean.
+
+    A control for ablations: what a head learns without any backbone (weights "none").
+    """
+
+    def __init__(self, config: ViTConfig):
+        super().__init__()
+        self.patch = config.patch_size
+
+    def forward(self, x: torch.Tensor, block: int | None = None) -> BackboneOutput:
+        n, c, h, w = x.shape
+        p = self.patch
+        tokens = x.float().reshape(n, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(n, (h // p) * (w // p), c * p * p)
+        return BackboneOutput(tokens, tokens.mean(dim=1), tokens.new_zeros(n, 0, c * p * p))
+
+
 @dataclass
 class Backbone:
     """A loaded, frozen backbone and what it is (made by load_backbone)."""
 
-    model: DinoV2  # eval mode, requires_grad False
+    model: nn.Module  # DinoV2 (or RawPatches), eval mode, requires_grad False
     config: ViTConfig
     name: str  # key of BACKBONES
     weights_label: str  # for humans and logs; contains "RANDOM" for random weights
@@ -237,6 +258,11 @@ class Backbone:
     @property
     def is_random(self) -> bool:
         return "RANDOM" in self.weights_label
+
+    @property
+    def device(self) -> torch.device:
+        first = next(itertools.chain(self.model.parameters(), self.model.buffers()), None)
+        return first.device if first is not None else torch.device("cpu")
 
 
 def random_model(config: ViTConfig, seed: int = 0) -> DinoV2:
@@ -256,6 +282,10 @@ def load_backbone(name: str, weights: str = "official", device="cpu", seed: int 
     folder, or "random" (seeded by `seed`); see weights.py.
     """
     config = backbone_config(name)
+    if name == RAW_PATCHES:
+        model = RawPatches(config)
+        return Backbone(model=model, config=config, name=name, weights_label="no backbone: raw 14x14 pixel patches",
+                        weights_digest=weights_digest(model))
     if weights == "random":
         model = random_model(config, seed)
         label = f"RANDOM weights (seed {seed}), not DINOv2 features"
@@ -290,7 +320,7 @@ class FeatureExtractor:
             raise UserError(f"preprocess multiple {settings.multiple} differs from the patch size "
                             f"{backbone.config.patch_size} of {backbone.name}; set it to {backbone.config.patch_size}")
         self.backbone, self.settings, self.block = backbone, settings, block
-        self.device = next(backbone.model.parameters()).device
+        self.device = backbone.device
         if bf16 is None:
             bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
         self.bf16 = bf16

@@ -300,3 +300,18 @@ def test_bench_cli_refuses_bad_flags():
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0
+
+
+def test_raw_patch_control_is_the_identity_on_pixel_patches():
+    from extract_features.backbone import FeatureExtractor, load_backbone
+    from extract_features.preprocess import PreprocessSettings, preprocess
+
+    control = load_backbone("raw_patches14", "none")
+    assert control.config.embed_dim == 588 and "raw" in control.weights_label
+    frames = np.random.default_rng(0).integers(0, 256, size=(2, 180, 240, 3), dtype=np.uint8)
+    out = FeatureExtractor(control, PreprocessSettings())(frames)
+    x = preprocess(frames, PreprocessSettings())  # (2, 3, 182, 252)
+    assert out.patch.shape == (2, 13 * 18, 588)
+    # token (row 1, col 2) holds channel-major pixels of that 14x14 patch
+    np.testing.assert_array_equal(out.patch[1, 1 * 18 + 2].numpy(), x[1, :, 14:28, 28:42].reshape(-1).numpy())
+    np.testing.assert_allclose(out.cls.numpy(), out.patch.mean(dim=1).numpy(), rtol=1e-6)

@@ -23,6 +23,7 @@ from data.errors import run_cli
 from data.split import SplitSettings
 from drive.evaluate import evaluate_agent, evaluate_expert, format_table
 from drive.expert_recording import RecordSettings, record_expert
+from extract_features.backbone import RAW_PATCHES
 from extract_features.pipeline import ExtractSettings, extract
 from extract_features.weights import hub_cache_path, official_url
 from train_head.heads import HeadSettings
@@ -54,49 +55,71 @@ def demo_weights(backbone: str) -> str:
     return "official" if hub_cache_path(official_url(backbone)).exists() else "random"
 
 
+def record(s: DemoSettings, log) -> Path:
+    recordings = s.out / "recordings"
+    if recordings.exists():
+        log(f"recordings already in {recordings}")
+    else:
+        log(f"recording {s.minutes:g} min of expert driving into {recordings}")
+        record_expert(recordings, s.minutes, seed=0, settings=RecordSettings(latency=s.latency))
+    return recordings
+
+
+def features(s: DemoSettings, log, backbone: str | None = None, cache: Path | None = None) -> tuple[Path, str]:
+    """Stage 1 into OUT/cache (resumes; nothing to do when complete). Returns the cache and the weights used."""
+    backbone = backbone or s.backbone
+    cache = cache or s.out / "cache"
+    weights = "none" if backbone == RAW_PATCHES else demo_weights(backbone)
+    if weights == "random":
+        print("\n" + "!" * 78 + f"\n  No DINOv2 weights in the torch hub cache ({hub_cache_path(official_url(backbone))}).\n"
+              f"  Running on a RANDOMLY INITIALISED {backbone}: real DINOv2 features drive better.\n"
+              + "!" * 78 + "\n", flush=True)
+    log(f"extracting {backbone} features into {cache}")
+    extract(ExtractSettings(recordings=[s.out / "recordings"], cache=cache, backbone=backbone, weights=weights,
+                            reduction=Reduction(pca_dim=s.pca_dim), variants=s.variants, block_rows=128,
+                            batch_size=32, bf16=fast_bf16() and backbone != RAW_PATCHES))
+    return cache, weights
+
+
+def train_settings(s: DemoSettings, cache: Path, run_dir: Path) -> TrainSettings:
+    return TrainSettings(cache=cache, out_dir=run_dir, head=HeadSettings(kind="lstm", tokens="patches"),
+                         sampler=SamplerSettings(seq_len=s.seq_len, stride_s=s.stride_s, label_shift_s=s.latency,
+                                                 batch_size=32),
+                         optim=OptimSettings(lr=1e-3, min_lr=1e-4, warmup_steps=100, max_steps=s.steps),
+                         split=SplitSettings(val_fraction=0.1), eval_every=250)
+
+
+def held_out(s: DemoSettings) -> list[int]:
+    return list(range(s.first_track, s.first_track + s.tracks))
+
+
+def backbone_label(backbone: str, weights: str) -> str:
+    return {"random": f"RANDOMLY INITIALISED {backbone}", "none": "no backbone (raw pixel patches)"}.get(
+        weights, f"{backbone} (DINOv2 weights)")
+
+
 def run(s: DemoSettings) -> str:
     start = time.perf_counter()
-    stamp = lambda what: print(f"[{time.perf_counter() - start:6.0f} s] {what}", flush=True)  # noqa: E731
-    recordings, cache, run_dir = s.out / "recordings", s.out / "cache", s.out / "train"
-
-    if not recordings.exists():
-        stamp(f"1/4 recording {s.minutes:g} min of expert driving into {recordings}")
-        record_expert(recordings, s.minutes, seed=0, settings=RecordSettings(latency=s.latency))
+    log = lambda what: print(f"[{time.perf_counter() - start:6.0f} s] {what}", flush=True)  # noqa: E731
+    record(s, log)
+    cache, weights = features(s, log)
+    run_dir = s.out / "train"
+    if (run_dir / "best.pt").exists():
+        log(f"head already trained: {run_dir / 'best.pt'}")
     else:
-        stamp(f"1/4 recordings already in {recordings}")
-
-    weights = demo_weights(s.backbone)
-    if weights == "random":
-        print("\n" + "!" * 78 + f"\n  No DINOv2 weights in the torch hub cache ({hub_cache_path(official_url(s.backbone))}).\n"
-              f"  The demo runs on a RANDOMLY INITIALISED {s.backbone}: real DINOv2 features drive better.\n"
-              + "!" * 78 + "\n", flush=True)
-    stamp(f"2/4 extracting {s.backbone} features into {cache}")
-    extract(ExtractSettings(recordings=[recordings], cache=cache, backbone=s.backbone, weights=weights,
-                            reduction=Reduction(pca_dim=s.pca_dim), variants=s.variants, block_rows=128,
-                            batch_size=32, bf16=fast_bf16()))
-
-    if not (run_dir / "best.pt").exists():
-        stamp(f"3/4 training the head for {s.steps} steps into {run_dir}")
-        train(TrainSettings(cache=cache, out_dir=run_dir, head=HeadSettings(kind="lstm", tokens="patches"),
-                            sampler=SamplerSettings(seq_len=s.seq_len, stride_s=s.stride_s, label_shift_s=s.latency,
-                                                    batch_size=32),
-                            optim=OptimSettings(lr=1e-3, min_lr=1e-4, warmup_steps=100, max_steps=s.steps),
-                            split=SplitSettings(val_fraction=0.1), eval_every=250))
-    else:
-        stamp(f"3/4 head already trained: {run_dir / 'best.pt'}")
-
-    seeds = list(range(s.first_track, s.first_track + s.tracks))
-    stamp(f"4/4 driving {len(seeds)} held-out tracks (seeds {seeds[0]}-{seeds[-1]}), latency {s.latency} s")
+        log(f"training the head for {s.steps} steps into {run_dir}")
+        train(train_settings(s, cache, run_dir))
+    seeds = held_out(s)
+    log(f"driving {len(seeds)} held-out tracks (seeds {seeds[0]}-{seeds[-1]}), latency {s.latency} s")
     agent = evaluate_agent(run_dir / "best.pt", seeds, latency=s.latency, video=s.out / "drive.mp4")
     expert = evaluate_expert(seeds, latency=s.latency)
     table = format_table({"agent": agent, "expert": expert}, compare=("agent", "expert"))
-    label = "RANDOMLY INITIALISED " + s.backbone if weights == "random" else f"{s.backbone} (DINOv2 weights)"
-    report = (f"# Demo: CarRacing, expert vs agent on held-out tracks\n\nbackbone: {label}; "
+    report = (f"# Demo: CarRacing, expert vs agent on held-out tracks\n\nbackbone: {backbone_label(s.backbone, weights)}; "
               f"{s.minutes:g} min of expert demos; variants {', '.join(s.variants)}; PCA {s.pca_dim}; "
               f"head lstm/patches seq {s.seq_len} stride {s.stride_s} s; {s.steps} steps; latency {s.latency} s "
               f"(fixed, reproducible)\n\n{table}\nwall time {time.perf_counter() - start:.0f} s\n")
     (s.out / "results.md").write_text(report)
-    stamp(f"done: {s.out / 'results.md'}, {s.out / 'drive.mp4'}, {run_dir / 'curves.png'}")
+    log(f"done: {s.out / 'results.md'}, {s.out / 'drive.mp4'}, {run_dir / 'curves.png'}")
     print("\n" + table)
     return report
 

@@ -27,17 +27,9 @@ class Variation:
 
 
 def default_grid(label_shift_s: float) -> list[Variation]:
-    return [
-        Variation("default (lstm, patches, seq 3, shift)"),
-        Variation("seq 1", seq_len=1),
-        Variation("seq 2", seq_len=2),
-        Variation("gru", kind="gru"),
-        Variation("no rnn (concat)", kind="none"),
-        Variation("cls only", tokens="cls"),
-        Variation("patches + cls", tokens="both"),
-        Variation("no label shift", label_shift_s=0.0),
-    ] if label_shift_s else [
-        Variation("default (lstm, patches, seq 3)"),
+    """The default head, then one change at a time (the shift row only when there is a shift)."""
+    grid = [
+        Variation("default (lstm, patches, seq 3" + (", shift)" if label_shift_s else ")")),
         Variation("seq 1", seq_len=1),
         Variation("seq 2", seq_len=2),
         Variation("gru", kind="gru"),
@@ -45,6 +37,7 @@ def default_grid(label_shift_s: float) -> list[Variation]:
         Variation("cls only", tokens="cls"),
         Variation("patches + cls", tokens="both"),
     ]
+    return grid + [Variation("no label shift", label_shift_s=0.0)] if label_shift_s else grid
 
 
 def apply_variation(base: TrainSettings, v: Variation, seed: int, out_dir: Path) -> TrainSettings:
