@@ -21,7 +21,7 @@ import torch
 
 from cache.reduce import restore_tokens
 from cache.store import CachedEpisode, FeatureCache
-from data.augment import variant_keys
+from data.augment import AugmentSpec, variant_keys
 from data.episode import Episode
 from data.errors import UserError
 from data.split import Segment
@@ -90,6 +90,7 @@ class SequenceSampler:
             raise UserError(f"variant weights name {sorted(unknown)}, the cache holds {self.variants}")
         self.weights = np.array([weights.get(v, 0.0) for v in self.variants], dtype=float)
         self._ram: dict | None = None
+        self.augment = AugmentSpec.from_text(cache.spec["augment"])  # parsed once, not per label
 
     def _samples(self, index: int, ep: CachedEpisode, t: np.ndarray, segments: list[Segment]) -> np.ndarray:
         """(episode, last, label, same_block) rows of every valid sample of one cached episode."""
@@ -126,13 +127,19 @@ class SequenceSampler:
         return np.where(self.table[:, 3] == 1, drawn, clean)
 
     def labels(self, table: np.ndarray, variants: np.ndarray) -> np.ndarray:
-        """Keys of each sample's label row, transformed as its variant transformed the pixels."""
+        """Keys of each sample's label row, transformed as its variant transformed the pixels.
+
+        Computed per (episode, block, variant): all samples there share one transform."""
         out = np.empty((len(table), 4), np.uint8)
-        for i, (e, last, label, _) in enumerate(table):
-            ep = self.episodes[e]
-            out[i] = variant_keys(self.keys[e][label], self.keys[e][ep.rows[last]], self.variants[variants[i]],
-                                  seed=self.cache.spec["augment_seed"], episode=ep.id,
-                                  block=int(last // ep.block_rows), spec=self.cache.spec["augment"])
+        blocks = table[:, 1] // np.array([ep.block_rows for ep in self.episodes])[table[:, 0]]
+        groups = np.stack([table[:, 0], blocks, variants], axis=1)
+        unique, inverse = np.unique(groups, axis=0, return_inverse=True)
+        for g, (e, block, v) in enumerate(unique):
+            members = np.flatnonzero(inverse.ravel() == g)
+            ep, keys = self.episodes[e], self.keys[e]
+            out[members] = variant_keys(keys[table[members, 2]], keys[ep.rows[table[members, 1]]], self.variants[v],
+                                        seed=self.cache.spec["augment_seed"], episode=ep.id, block=int(block),
+                                        spec=self.augment)
         return out
 
     # --- epochs ------------------------------------------------------------------------------------
@@ -140,6 +147,7 @@ class SequenceSampler:
               variants: bool = True) -> Iterator[Batch]:
         """All samples once (this rank's share), in batches. variants=False: clean only (validation)."""
         chosen = self.draw_variants(epoch) if variants else np.full(len(self.table), self._clean_index())
+        self._epoch_labels = torch.from_numpy(self.labels(self.table, chosen)).float()
         if self.s.mode == "ram":
             yield from self._ram_epoch(epoch, chosen, shuffle, drop_last)
         elif self.s.mode == "stream":
@@ -171,7 +179,7 @@ class SequenceSampler:
             table, var = self.table[pick], chosen[pick]
             rows = torch.as_tensor(offsets[table[:, 0]][:, None] + self.input_rows(table), device=self.device)
             v = torch.as_tensor(var, device=self.device)[:, None]
-            yield self._batch({name: values[v, rows] for name, values in ram.items()}, table, var)
+            yield self._batch({name: values[v, rows] for name, values in ram.items()}, pick, var)
 
     def _load_ram(self) -> dict[str, torch.Tensor]:
         """name -> (variants, all cached rows, ...) in the stored dtype, on the sampler's device."""
@@ -193,51 +201,82 @@ class SequenceSampler:
         return table[:, 1:2] - stride[:, None] * np.arange(self.s.seq_len - 1, -1, -1)[None, :]
 
     def _stream_epoch(self, epoch, chosen, shuffle, drop_last) -> Iterator[Batch]:
+        """Runs of consecutive blocks, each read once per variant in one contiguous read; samples are
+        shuffled through a pool of several runs and gathered per batch straight from the rows read
+        (moved to the device first, so a GPU does the gathering and the float conversion)."""
         rng = np.random.default_rng([self.s.seed, epoch, 2])
-        blocks = sorted({(int(e), int(last // self.episodes[e].block_rows)) for e, last in self.table[:, :2]})
+        runs = self._runs()
         if shuffle:
-            blocks = [blocks[i] for i in rng.permutation(len(blocks))]
-        blocks = blocks[self.rank::self.world]
+            runs = [runs[i] for i in rng.permutation(len(runs))]
+        runs = runs[self.rank::self.world]
+        pool: list[tuple[dict, np.ndarray, np.ndarray]] = []  # (rows read, sample ids, (n, T) rows within)
+        for n, (e, first_block, last_block) in enumerate(runs):
+            rows, ids, local = self._read_run(e, first_block, last_block, chosen)
+            pool.append(({k: v.to(self.device, non_blocking=True) for k, v in rows.items()}, ids, local))
+            if len(pool) < self.s.buffer_blocks and n < len(runs) - 1:
+                continue
+            source = np.concatenate([np.full(len(p[1]), i) for i, p in enumerate(pool)])
+            ids = np.concatenate([p[1] for p in pool])
+            local = np.concatenate([p[2] for p in pool])
+            order = rng.permutation(len(ids)) if shuffle else np.arange(len(ids))
+            end = len(order) if n == len(runs) - 1 else len(order) - len(order) % self.s.batch_size
+            for start in range(0, end, self.s.batch_size):
+                pick = order[start:start + self.s.batch_size]
+                if drop_last and len(pick) < self.s.batch_size:
+                    break
+                pick = pick[np.argsort(source[pick], kind="stable")]  # one gather per pooled run
+                yield self._batch(self._gather(pool, source[pick], local[pick]), ids[pick], chosen[ids[pick]])
+            rest = order[end:]  # fewer than a batch: carried over as their own sequences
+            pool = [(self._gather(pool, source[rest], local[rest], flat=True), ids[rest],
+                     np.arange(len(rest) * self.s.seq_len).reshape(len(rest), self.s.seq_len))] if len(rest) else []
+
+    def _gather(self, pool, source: np.ndarray, local: np.ndarray, flat: bool = False) -> dict[str, torch.Tensor]:
+        """Sequences (n, T, ...) of pooled rows, written straight into one output tensor per array;
+        `source` says which pooled run each sequence comes from (sorted)."""
+        out = {}
+        bounds = np.searchsorted(source, np.arange(len(pool) + 1)) * local.shape[1]
+        index = torch.as_tensor(local.reshape(-1), device=self.device)
+        for name, first in pool[0][0].items():
+            rows = torch.empty((local.size, *first.shape[1:]), dtype=first.dtype, device=self.device)
+            for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+                if b > a:
+                    torch.index_select(pool[i][0][name], 0, index[a:b], out=rows[a:b])
+            out[name] = rows if flat else rows.view(*local.shape, *first.shape[1:])
+        return out
+
+    def _runs(self, blocks_per_read: int = 4) -> list[tuple[int, int, int]]:
+        """(episode, first block, last block) of up to `blocks_per_read` consecutive blocks with samples."""
         block_of = self.table[:, 1] // np.array([ep.block_rows for ep in self.episodes])[self.table[:, 0]]
-        pending: list[tuple[dict, np.ndarray, np.ndarray]] = []  # (arrays, table, variants) per block
-        for n, (e, b) in enumerate(blocks):
-            ep = self.episodes[e]
-            members = np.flatnonzero((self.table[:, 0] == e) & (block_of == b))
-            pending.append(self._read_block(ep, b, self.table[members], chosen[members]))
-            if len(pending) >= self.s.buffer_blocks or n == len(blocks) - 1:
-                arrays = {k: torch.cat([p[0][k] for p in pending]) for k in pending[0][0]}
-                table = np.concatenate([p[1] for p in pending])
-                var = np.concatenate([p[2] for p in pending])
-                order = rng.permutation(len(table)) if shuffle else np.arange(len(table))
-                full = len(order) - len(order) % self.s.batch_size
-                last_round = n == len(blocks) - 1
-                cut = len(order) if last_round else full
-                for start in range(0, cut, self.s.batch_size):
-                    pick = order[start:start + self.s.batch_size]
-                    if drop_last and len(pick) < self.s.batch_size:
-                        break
-                    yield self._batch({k: a[torch.as_tensor(pick)] for k, a in arrays.items()}, table[pick], var[pick])
-                rest = order[cut:]
-                pending = [({k: a[torch.as_tensor(rest)] for k, a in arrays.items()}, table[rest], var[rest])] if len(rest) else []
+        runs = []
+        for e in np.unique(self.table[:, 0]):
+            blocks = np.unique(block_of[self.table[:, 0] == e])
+            for i in range(0, len(blocks), blocks_per_read):
+                runs.append((int(e), int(blocks[i]), int(blocks[min(i + blocks_per_read, len(blocks)) - 1])))
+        self._block_of = block_of
+        return runs
 
-    def _read_block(self, ep: CachedEpisode, block: int, table: np.ndarray, var: np.ndarray):
-        """Every sample whose last row lies in this block, read with one contiguous read per variant."""
-        rows = self.input_rows(table)
-        lo, hi = int(rows.min()), int(rows.max()) + 1
-        out: dict[str, torch.Tensor] = {}
-        for vi in np.unique(var):
-            stored = ep.read(self.variants[vi], lo, hi, names=self._names())
-            mask = var == vi
-            for name, values in stored.items():
-                if name not in out:
-                    out[name] = torch.empty((len(table), self.s.seq_len, *values.shape[1:]),
-                                            dtype=torch.from_numpy(values[:1]).dtype)
-                out[name][torch.as_tensor(np.flatnonzero(mask))] = torch.from_numpy(values[rows[mask] - lo])
-        return {k: v.to(self.device) for k, v in out.items()}, table, var
+    def _read_run(self, e: int, first_block: int, last_block: int, chosen: np.ndarray):
+        """The stored rows every sample ending in these blocks needs, one contiguous read per variant
+        (in the stored dtype; converted to float per batch), and each sample's rows within them."""
+        ep = self.episodes[e]
+        ids = np.flatnonzero((self.table[:, 0] == e) & (self._block_of >= first_block) & (self._block_of <= last_block))
+        inputs = self.input_rows(self.table[ids])
+        hi = int(inputs.max()) + 1
+        parts, local = [], np.empty_like(inputs)
+        offset = 0
+        for v in np.unique(chosen[ids]):
+            mask = chosen[ids] == v
+            v_lo = int(inputs[mask].min())
+            parts.append(ep.read(self.variants[v], v_lo, hi, names=self._names()))
+            local[mask] = inputs[mask] - v_lo + offset
+            offset += hi - v_lo
+        rows = {k: torch.from_numpy(np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k])
+                for k in parts[0]}
+        return rows, ids, local
 
-    def _batch(self, arrays: dict, table: np.ndarray, var: np.ndarray) -> Batch:
+    def _batch(self, arrays: dict, ids: np.ndarray, var: np.ndarray) -> Batch:
         patch = restore_tokens({k: arrays[k] for k in ("patch", "scale") if k in arrays}) if "patch" in arrays else None
         cls = arrays["cls"].float() if "cls" in arrays else None
-        keys = torch.from_numpy(self.labels(table, var)).float().to(self.device)
-        ids = np.stack([table[:, 0], table[:, 1], table[:, 2], var], axis=1)
-        return Batch(patch=patch, cls=cls, keys=keys, ids=ids)
+        table = self.table[ids]
+        keys = self._epoch_labels[ids].to(self.device)
+        return Batch(patch=patch, cls=cls, keys=keys, ids=np.stack([table[:, 0], table[:, 1], table[:, 2], var], axis=1))

@@ -1,0 +1,53 @@
+"""make bench: a quick run with a tiny backbone writes every figure and cleans up after itself."""
+import json
+
+import pytest
+import torch
+
+from data.errors import UserError
+from tools.bench import FIGURES, main
+
+
+def test_quick_bench_writes_every_figure(tmp_path):
+    out = tmp_path / "bench"
+    threads = torch.get_num_threads()
+    try:
+        main(["--quick", "--backbones", "vit_tiny_test", "--p3-gb", "0.01", "--threads", "1", "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    assert sorted(p.name for p in out.iterdir()) == ["results.json", "results.md"]  # inputs deleted
+    results = json.loads((out / "results.json").read_text())
+    f = results["figures"]
+    assert list(f) == list(FIGURES) and results["quick"] and results["machine"]["device"] == "cpu"
+
+    timed = f["backbone"]["backbones"]["vit_tiny_test"]
+    assert timed["fp32_ms_per_frame"] > 0 and timed["bf16_ms_per_frame"] > 0
+    assert 0 < timed["bf16_rel_err_patch"] < 0.1  # bf16 tokens are close to fp32, not equal
+    for name, pair in {"stage1": ("pipeline_frames_per_s", "backbone_frames_per_s"),
+                       "p1": ("cache_samples_per_s", "seed_samples_per_s"),
+                       "p3": ("sampler_bytes_per_s", "plain_bytes_per_s"),
+                       "p4": ("ring_decisions_per_s", "recompute_decisions_per_s")}.items():
+        ratio = f[name]["efficiency" if name in ("stage1", "p3") else "speedup"]
+        assert f[name][pair[0]] > 0 and f[name][pair[1]] > 0
+        assert ratio == pytest.approx(f[name][pair[0]] / f[name][pair[1]])
+    assert f["p1"]["batch"] == 4 and f["p3"]["samples"] > 0
+
+    # 13x18 patches of 48 channels: the exact bytes stage 1 stores per frame
+    sizes = f["cache_bytes"]["backbones"]["vit_tiny_test"]
+    assert sizes["grid"] == [13, 18]
+    fp16, int8, pca = (sizes["reductions"][k]["arrays"] for k in ("fp16", "int8", "pca"))
+    assert fp16 == {"patch": 234 * 48 * 2, "cls": 48 * 2}
+    assert int8 == {"patch": 234 * 48, "scale": 234 * 2, "cls": 48 * 2}
+    assert pca == {"patch": 234 * sizes["pca_dim"] * 2, "cls": 48 * 2}
+
+    md = (out / "results.md").read_text()
+    for text in ("Stage-1 efficiency", "P1", "P3", "P4", "ms/frame", "int8", results["machine"]["cpu"], "RANDOM weights"):
+        assert text in md
+
+
+@pytest.mark.parametrize("argv, flag", [(["--skip", "p2"], "--skip"), (["--p3-gb", "0"], "--p3-gb"),
+                                        (["--backbones", "vit_huge"], "vit_huge")])
+def test_bad_flags_are_refused_before_anything_is_written(tmp_path, argv, flag):
+    with pytest.raises(UserError, match=flag):
+        main([*argv, "--out", str(tmp_path / "bench")])
+    assert not (tmp_path / "bench").exists()

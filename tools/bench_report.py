@@ -1,0 +1,92 @@
+"""bench/results.json and bench/results.md from the figures of one run, written atomically."""
+import json
+import os
+from pathlib import Path
+
+
+def _goal_rows(figures: dict, quick: bool) -> list[str]:
+    def _met(value: float, goal: float) -> str:
+        if quick:
+            return "(quick run)"
+        return "met" if value >= goal else "**not met**"
+
+    rows = []
+    if "stage1" in figures:
+        f = figures["stage1"]
+        rows.append(f"| Stage-1 efficiency: extract() ÷ bare backbone ({f['backbone']}, {f['precision']}, batch "
+                    f"{f['batch']}, {f['frames']} frames) | {f['efficiency']:.2f} ({f['pipeline_frames_per_s']:.3g} vs "
+                    f"{f['backbone_frames_per_s']:.3g} frames/s; {f['efficiency_with_setup']:.2f} with setup) "
+                    f"| ≥ {f['goal']:.2f} | {_met(f['efficiency'], f['goal'])} |")
+    if "p1" in figures:
+        f = figures["p1"]
+        rows.append(f"| P1 training from the cache ÷ the seed's way ({f['backbone']}, batch {f['batch']}, "
+                    f"{f['precision']}) | {f['speedup']:.1f}× ({f['cache_samples_per_s']:.3g} vs "
+                    f"{f['seed_samples_per_s']:.3g} samples/s) | ≥ {f['goal']:.0f}× | {_met(f['speedup'], f['goal'])} |")
+    if "p3" in figures:
+        f = figures["p3"]
+        rows.append(f"| P3 sampler stream read ÷ plain sequential read ({f['cache_gb']:.1f} GB, page cache {f['page_cache']}) "
+                    f"| {f['efficiency']:.2f} ({f['sampler_bytes_per_s'] / 1e9:.2f} vs {f['plain_bytes_per_s'] / 1e9:.2f} GB/s) "
+                    f"| ≥ {f['goal']:.1f} | {_met(f['efficiency'], f['goal'])} |")
+    if "p4" in figures:
+        f = figures["p4"]
+        rows.append(f"| P4 live loop, ring buffer ÷ recompute ({f['backbone']}, {f['precision']}, seq {f['seq_len']}) "
+                    f"| {f['speedup']:.2f}× ({f['ring_decisions_per_s']:.3g} vs {f['recompute_decisions_per_s']:.3g} "
+                    f"decisions/s) | ≥ {f['goal']:.1f}× | {_met(f['speedup'], f['goal'])} |")
+    return rows
+
+
+def markdown(results: dict) -> str:
+    m, figures = results["machine"], results["figures"]
+    device = "no GPU" if m["device"] == "cpu" else f"GPU {m['device']} (CUDA {m['cuda']})"
+    commit = f" at commit {m['commit']}" if m.get("commit") else ""
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Machine: {device}; CPU {m['cpu']}, {m['cpu_cores']} cores, torch threads: {m['torch_threads']}; "
+        f"torch {m['torch']}, zarr {m['zarr']}, numpy {m['numpy']}, Python {m['python']}.",
+        f"Run {m['date']}{commit} with `{m['command']}`"
+        f"{' (quick: small sizes, indicative only)' if results['quick'] else ''}.",
+        "Backbones have RANDOM weights: speed does not depend on the weights.",
+    ]
+    load = [v for v in (m.get("load_average_start"), m.get("load_average_end")) if v is not None]
+    if load and max(load) > 0.5 * m["cpu_cores"]:
+        lines.append(f"Other work was running (load average {' → '.join(f'{v:.1f}' for v in load)} on "
+                     f"{m['cpu_cores']} cores): speeds are lower and ratios noisier than on an idle machine.")
+    if results["skipped"]:
+        lines.append(f"Skipped: {', '.join(results['skipped'])}.")
+    rows = _goal_rows(figures, results["quick"])
+    if rows:
+        lines += ["", "| figure | measured | goal | |", "|---|---|---|---|", *rows]
+    if "backbone" in figures:
+        f = figures["backbone"]
+        lines += ["", f"Backbone forward at {f['input'][0]}x{f['input'][1]}, batch {f['batch']}, median of {f['iters']} "
+                      "batches (ms per frame; bf16 = autocast, error relative to fp32):", "",
+                  "| backbone | fp32 ms/frame | bf16 ms/frame | bf16 rel. error (patch / CLS) |", "|---|---|---|---|"]
+        for name, v in f["backbones"].items():
+            lines.append(f"| {name} | {v['fp32_ms_per_frame']:.1f} | {v['bf16_ms_per_frame']:.1f} | "
+                         f"{v['bf16_rel_err_patch']:.1e} / {v['bf16_rel_err_cls']:.1e} |")
+    if "cache_bytes" in figures:
+        f = figures["cache_bytes"]
+        lines += ["", "Feature cache size per frame: bytes of the token arrays extract() wrote (patch tokens, "
+                      "int8 scales, fp16 CLS) ÷ frames:", "",
+                  "| backbone | patches | fp16 | int8 | PCA (fp16) |", "|---|---|---|---|---|"]
+        for name, v in f["backbones"].items():
+            r = v["reductions"]
+            lines.append(f"| {name} | {v['grid'][0]}x{v['grid'][1]} | {r['fp16']['bytes_per_frame'] / 1000:.1f} kB "
+                         f"| {r['int8']['bytes_per_frame'] / 1000:.1f} kB "
+                         f"| {r['pca']['bytes_per_frame'] / 1000:.1f} kB ({v['pca_dim']} dims) |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_results(out: Path, results: dict) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / "results.json", out / "results.md"
+    _write_atomic(json_path, json.dumps(results, indent=2) + "\n")
+    _write_atomic(md_path, markdown(results))
+    return json_path, md_path

@@ -1,0 +1,128 @@
+"""P1: training samples/s from the feature cache against the seed's way of training, side by side.
+
+Cache: SequenceSampler (ram mode) → head → BCE → AdamW step, the steps of train_head/train.py.
+Seed:  the 3 frames of every sample through the frozen backbone inside the step (no grad), then the
+       same head and step. Its frames are handed over already decoded in memory, which flatters it.
+Both sides: the same head, batch and bf16 autocast, the same sample order.
+"""
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cache.sampler import SamplerSettings, SequenceSampler
+from data.episode import Episode
+from data.profiles import load_profile
+from extract_features.backbone import FeatureExtractor, load_backbone
+from extract_features.preprocess import PreprocessSettings, patch_grid
+from tools.bench_data import whole_episodes, write_recordings, write_token_cache
+from tools.bench_machine import synchronizer
+from train_head.heads import HeadSettings, build_head
+from train_head.optim import OptimSettings, lr_at, make_optimizer, set_lr
+
+PROFILE = "gta5"
+FPS = 80.0
+
+
+@dataclass
+class TrainBench:
+    backbone: str
+    batch: int = 24
+    cache_steps: int = 20  # timed steps per round
+    seed_steps: int = 1
+    rounds: int = 2  # the two sides alternate; the best round of each counts
+    bf16: bool = True
+    episodes: int = 2
+    frames: int = 200  # per episode, 80 fps: 160 sequences of 3 frames 0.25 s apart per episode
+
+
+def train_step(model, optimizer, optim: OptimSettings, step: int, patch: torch.Tensor, keys: torch.Tensor,
+               autocast) -> torch.Tensor:
+    """One optimisation step as train_head/train.py takes it."""
+    set_lr(optimizer, lr_at(step, optim))
+    model.train()
+    with autocast:
+        logits = model(patch, None)
+    loss = F.binary_cross_entropy_with_logits(logits.float(), keys)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if optim.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
+    optimizer.step()
+    return loss
+
+
+def training_speedup(s: TrainBench, device: torch.device, work: Path, log=print) -> dict:
+    profile = load_profile(PROFILE)
+    prep = PreprocessSettings(mode=profile.preprocess)
+    h, w, _ = profile.frame_shape
+    grid = patch_grid(h, w, prep)
+    backbone = load_backbone(s.backbone, "random", device=device, progress=False)
+    channels = backbone.config.embed_dim
+    recordings = write_recordings(work / "p1-recordings", s.episodes, s.frames, FPS, profile.frame_shape, PROFILE)
+    cache = write_token_cache(work / "p1-cache", recordings, grid, channels)
+    sampler = SequenceSampler(cache, whole_episodes(cache), SamplerSettings(batch_size=s.batch, mode="ram"),
+                              device=device)
+    frames = [Episode(ep.recording).frames[:] for ep in sampler.episodes]
+    extractor = FeatureExtractor(backbone, prep, bf16=s.bf16)
+    head = build_head(HeadSettings(grid=grid, channels=channels, cls_channels=channels, seq_len=3)).to(device)
+    optim = OptimSettings(max_steps=10 ** 6)
+    optimizer = make_optimizer(head, optim, device.type)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if s.bf16 else nullcontext()
+    sync = synchronizer(device)
+    step = 0
+
+    def batches():
+        epoch = 0
+        while True:
+            yield from sampler.epoch(epoch, shuffle=True, drop_last=True)
+            epoch += 1
+
+    stream = batches()
+
+    def cache_steps(n: int) -> float:
+        nonlocal step
+        sync()
+        start = time.perf_counter()
+        for _ in range(n):
+            batch = next(stream)
+            train_step(head, optimizer, optim, step, batch.patch, batch.keys, autocast)
+            step += 1
+        sync()
+        return time.perf_counter() - start
+
+    def seed_steps(n: int) -> float:
+        nonlocal step
+        # the seed's data loader: frames and labels of the same samples, ready in memory (not timed)
+        work_items = []
+        for _ in range(n):
+            batch = next(stream)
+            rows = sampler.input_rows(batch.ids[:, :2])
+            pixels = np.stack([frames[e][sampler.episodes[e].rows[r]] for e, r in zip(batch.ids[:, 0], rows)])
+            work_items.append((pixels.reshape(-1, *pixels.shape[2:]), batch.keys))
+        sync()
+        start = time.perf_counter()
+        for pixels, keys in work_items:
+            # inference tensors cannot enter autograd; clone() makes the features ordinary tensors
+            patch = extractor(pixels).patch.clone().reshape(len(keys), 3, -1, channels)
+            train_step(head, optimizer, optim, step, patch, keys, autocast)
+            step += 1
+        sync()
+        return time.perf_counter() - start
+
+    cache_steps(2)  # warm-up: loads the cache into memory, builds kernels
+    seed_steps(1)
+    cache_s, seed_s = [], []
+    for _ in range(s.rounds):
+        cache_s.append(cache_steps(s.cache_steps) / s.cache_steps)
+        seed_s.append(seed_steps(s.seed_steps) / s.seed_steps)
+    cache_rate, seed_rate = s.batch / min(cache_s), s.batch / min(seed_s)
+    log(f"  from cache {cache_rate:.1f} samples/s, seed's way {seed_rate:.2f} samples/s")
+    return {"backbone": s.backbone, "batch": s.batch, "precision": "bf16" if s.bf16 else "fp32", "mode": "ram",
+            "cache_steps": s.cache_steps, "seed_steps": s.seed_steps, "rounds": s.rounds,
+            "cache_samples_per_s": cache_rate, "seed_samples_per_s": seed_rate, "speedup": cache_rate / seed_rate,
+            "goal": 50.0 if device.type == "cuda" else 35.0}
