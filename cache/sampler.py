@@ -38,7 +38,8 @@ class SamplerSettings:
     variant_weights: tuple[tuple[str, float], ...] | None = None  # None: every cached variant equally
     batch_size: int = 64
     mode: str = "ram"  # ram or stream
-    buffer_blocks: int = 8  # stream mode: blocks mixed in the shuffle buffer
+    buffer_blocks: int = 8  # stream mode: reads mixed in the shuffle buffer
+    blocks_per_read: int = 4  # stream mode: consecutive blocks read in one go
     seed: int = 0
 
 
@@ -227,12 +228,14 @@ class SequenceSampler:
                 pick = pick[np.argsort(source[pick], kind="stable")]  # one gather per pooled run
                 yield self._batch(self._gather(pool, source[pick], local[pick]), ids[pick], chosen[ids[pick]])
             rest = order[end:]  # fewer than a batch: carried over as their own sequences
+            rest = rest[np.argsort(source[rest], kind="stable")]
             pool = [(self._gather(pool, source[rest], local[rest], flat=True), ids[rest],
                      np.arange(len(rest) * self.s.seq_len).reshape(len(rest), self.s.seq_len))] if len(rest) else []
 
     def _gather(self, pool, source: np.ndarray, local: np.ndarray, flat: bool = False) -> dict[str, torch.Tensor]:
         """Sequences (n, T, ...) of pooled rows, written straight into one output tensor per array;
-        `source` says which pooled run each sequence comes from (sorted)."""
+        `source` says which pooled run each sequence comes from (sorted: one gather per run)."""
+        assert np.all(np.diff(source) >= 0), "sequences must be grouped by pooled run"
         out = {}
         bounds = np.searchsorted(source, np.arange(len(pool) + 1)) * local.shape[1]
         index = torch.as_tensor(local.reshape(-1), device=self.device)
@@ -244,8 +247,9 @@ class SequenceSampler:
             out[name] = rows if flat else rows.view(*local.shape, *first.shape[1:])
         return out
 
-    def _runs(self, blocks_per_read: int = 4) -> list[tuple[int, int, int]]:
+    def _runs(self) -> list[tuple[int, int, int]]:
         """(episode, first block, last block) of up to `blocks_per_read` consecutive blocks with samples."""
+        blocks_per_read = self.s.blocks_per_read
         block_of = self.table[:, 1] // np.array([ep.block_rows for ep in self.episodes])[self.table[:, 0]]
         runs = []
         for e in np.unique(self.table[:, 0]):

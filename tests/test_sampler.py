@@ -72,7 +72,9 @@ def test_seq_len_one_and_stride_checked(tmp_path, two_episodes):
 
 def test_ram_and_stream_give_the_same_samples(tmp_path, two_episodes):
     cache = synthetic_cache(tmp_path, two_episodes)
-    base = SamplerSettings(seq_len=3, stride_s=0.2, label_shift_s=0.1, batch_size=5, buffer_blocks=2, seed=3)
+    # one block per read and two reads per shuffle buffer: leftovers are carried across buffers
+    base = SamplerSettings(seq_len=3, stride_s=0.2, label_shift_s=0.1, batch_size=5, buffer_blocks=2, seed=3,
+                           blocks_per_read=1)
 
     def collect(mode):
         sampler = SequenceSampler(cache, whole(two_episodes), replace(base, mode=mode))

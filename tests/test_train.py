@@ -88,7 +88,7 @@ def test_ablation_grid_trains_each_setting_with_the_same_seeds(cache, tmp_path):
     from train_head.ablate import Variation, markdown_table, plot, run_grid
 
     grid = [Variation("default"), Variation("seq 1", seq_len=1), Variation("cls only", tokens="cls")]
-    rows = run_grid(settings(cache, tmp_path, steps=20), grid, seeds=[0, 1], out=tmp_path / "abl", log=lambda *a: None)
+    rows = run_grid(settings(cache, tmp_path, steps=8), grid, seeds=[0, 1], out=tmp_path / "abl", log=lambda *a: None)
     assert [r["name"] for r in rows] == ["default", "seq 1", "cls only"]
     for row in rows:
         assert [r["seed"] for r in row["runs"]] == [0, 1]
