@@ -3,7 +3,6 @@ import sys
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from tests.conftest import write_episode
 

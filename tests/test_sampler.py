@@ -14,7 +14,7 @@ from tests.conftest import synthetic_cache, write_episode
 
 @pytest.fixture
 def two_episodes(tmp_path):
-    a, _ = write_episode(tmp_path / "a.zarr", n=60, fps=20.0, shape=(8, 8, 3), seed=1), None
+    write_episode(tmp_path / "a.zarr", n=60, fps=20.0, shape=(8, 8, 3), seed=1)
     b = tmp_path / "b.zarr"
     write_episode(b, n=50, fps=20.0, shape=(8, 8, 3), kind="stuck", pad_frames=10, seed=2)
     return [tmp_path / "a.zarr", b]

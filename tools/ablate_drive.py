@@ -10,7 +10,6 @@ and OUT/results.json. The demo's recordings and cache are made first when missin
 """
 import argparse
 import json
-import math
 import time
 from dataclasses import replace
 from pathlib import Path

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from cache.sampler import SamplerSettings, SequenceSampler
 from data.episode import Episode
@@ -22,7 +21,8 @@ from extract_features.preprocess import PreprocessSettings, patch_grid
 from tools.bench_data import whole_episodes, write_recordings, write_token_cache
 from tools.bench_machine import synchronizer
 from train_head.heads import HeadSettings, build_head
-from train_head.optim import OptimSettings, lr_at, make_optimizer, set_lr
+from train_head.optim import OptimSettings, make_optimizer
+from train_head.train import train_step
 
 PROFILE = "gta5"
 FPS = 80.0
@@ -38,22 +38,6 @@ class TrainBench:
     bf16: bool = True
     episodes: int = 2
     frames: int = 200  # per episode, 80 fps: 160 sequences of 3 frames 0.25 s apart per episode
-
-
-def train_step(model, optimizer, optim: OptimSettings, step: int, patch: torch.Tensor, keys: torch.Tensor,
-               autocast) -> torch.Tensor:
-    """One optimisation step as train_head/train.py takes it."""
-    set_lr(optimizer, lr_at(step, optim))
-    model.train()
-    with autocast:
-        logits = model(patch, None)
-    loss = F.binary_cross_entropy_with_logits(logits.float(), keys)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if optim.grad_clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
-    optimizer.step()
-    return loss
 
 
 def training_speedup(s: TrainBench, device: torch.device, work: Path, log=print) -> dict:
@@ -90,7 +74,7 @@ def training_speedup(s: TrainBench, device: torch.device, work: Path, log=print)
         start = time.perf_counter()
         for _ in range(n):
             batch = next(stream)
-            train_step(head, optimizer, optim, step, batch.patch, batch.keys, autocast)
+            train_step(head, optimizer, optim, step, batch.patch, None, batch.keys, autocast)
             step += 1
         sync()
         return time.perf_counter() - start
@@ -109,7 +93,7 @@ def training_speedup(s: TrainBench, device: torch.device, work: Path, log=print)
         for pixels, keys in work_items:
             # inference tensors cannot enter autograd; clone() makes the features ordinary tensors
             patch = extractor(pixels).patch.clone().reshape(len(keys), 3, -1, channels)
-            train_step(head, optimizer, optim, step, patch, keys, autocast)
+            train_step(head, optimizer, optim, step, patch, None, keys, autocast)
             step += 1
         sync()
         return time.perf_counter() - start

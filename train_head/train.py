@@ -10,7 +10,6 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -124,16 +123,7 @@ def train(s: TrainSettings) -> dict:
     try:
         while step < s.optim.max_steps:
             batch = next(stream)
-            set_lr(optimizer, lr_at(step, s.optim))
-            model.train()
-            with autocast:
-                logits = model(batch.patch, batch.cls)
-            loss = F.binary_cross_entropy_with_logits(logits.float(), batch.keys, pos_weight=pos_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if s.optim.grad_clip:
-                torch.nn.utils.clip_grad_norm_(raw_model.parameters(), s.optim.grad_clip)
-            optimizer.step()
+            loss = train_step(model, optimizer, s.optim, step, batch.patch, batch.cls, batch.keys, autocast, pos_weight)
             step += 1
             seen += len(batch.keys)
             if log and (step % s.log_every == 0 or step == 1):
@@ -167,6 +157,22 @@ def train(s: TrainSettings) -> dict:
             torch.distributed.destroy_process_group()
     say(f"best val: {_short(best)}; checkpoints in {s.out_dir}")
     return best
+
+
+def train_step(model, optimizer, optim: OptimSettings, step: int, patch, cls, keys: torch.Tensor, autocast,
+               pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """One optimisation step: lr for the step, forward under autocast, BCE, backward, clip, update."""
+    set_lr(optimizer, lr_at(step, optim))
+    model.train()
+    with autocast:
+        logits = model(patch, cls)
+    loss = F.binary_cross_entropy_with_logits(logits.float(), keys, pos_weight=pos_weight)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if optim.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
+    optimizer.step()
+    return loss
 
 
 @torch.no_grad()
