@@ -7,7 +7,7 @@ where it stopped and ends with the same bytes as an uninterrupted one.
 import queue
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from cache.reduce import Projection, Reduction, reduce_tokens
-from cache.store import CacheSpec, FeatureCache, episode_id
+from cache.store import CachedEpisode, CacheSpec, FeatureCache, episode_id
 from data.augment import apply_variant
 from data.episode import Episode
 from data.errors import UserError
@@ -48,7 +48,7 @@ class ExtractSettings:
 
 @dataclass
 class _Work:
-    episode: "object"  # CachedEpisode
+    episode: CachedEpisode
     recording: Episode
     block: int
     variants: list[str]
@@ -123,8 +123,6 @@ def _variants(profile: GameProfile, wanted: tuple[str, ...] | None) -> list[str]
 
 
 def _asdict(settings) -> dict:
-    from dataclasses import asdict
-
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()}
 
 
