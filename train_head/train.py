@@ -145,7 +145,10 @@ def train(s: TrainSettings) -> dict:
                         save_checkpoint(s.out_dir / "best.pt", best=best, **state)
                     save_checkpoint(s.out_dir / "last.pt", optimizer=optimizer.state_dict(), best=best, **state)
                     stale = 0 if improved else stale + 1
-                if s.patience and stale >= s.patience:
+                stop = torch.tensor(int(bool(s.patience) and stale >= s.patience), device=device)
+                if world > 1:  # rank 0 decides; every rank must leave the loop together
+                    torch.distributed.broadcast(stop, src=0)
+                if stop.item():
                     say(f"early stop: no better val loss in {s.patience} evaluations")
                     break
     finally:
