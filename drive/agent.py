@@ -16,18 +16,10 @@ from cache.reduce import Projection, Reduction, dequantize_int8, quantize_int8
 from data.errors import UserError
 from data.profiles import GameProfile, load_profile
 from drive.controller import ControllerSettings
-from extract_features.backbone import BackboneOutput, FeatureExtractor, load_backbone
+from extract_features.backbone import BackboneOutput, FeatureExtractor, load_backbone, pick_device
 from extract_features.preprocess import PreprocessSettings, preprocess
 from train_head.checkpoint import load_checkpoint
 from train_head.heads import HeadSettings, build_head
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA device here; use --device cpu")
-    return torch.device(name)
 
 
 def reduce_like_cache(patch: torch.Tensor, reduction: Reduction, projection: Projection | None) -> torch.Tensor:

@@ -245,6 +245,18 @@ class RawPatches(nn.Module):
         return BackboneOutput(tokens, tokens.mean(dim=1), tokens.new_zeros(n, 0, c * p * p))
 
 
+def pick_device(name: str) -> torch.device:
+    """--device: auto (CUDA when present, else CPU), cpu, cuda, cuda:N."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA device here; use --device cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name}: choose auto, cpu, cuda or cuda:N") from None
+
+
 @dataclass
 class Backbone:
     """A loaded, frozen backbone and what it is (made by load_backbone)."""

@@ -21,7 +21,7 @@ from data.episode import Episode
 from data.errors import UserError
 from data.index import EpisodeInfo, index_episodes
 from data.profiles import GameProfile, load_profile
-from extract_features.backbone import FeatureExtractor, load_backbone
+from extract_features.backbone import FeatureExtractor, load_backbone, pick_device
 from extract_features.preprocess import PreprocessSettings, patch_grid
 
 
@@ -52,12 +52,6 @@ class _Work:
     recording: Episode
     block: int
     variants: list[str]
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def extract(settings: ExtractSettings, log=print) -> FeatureCache:

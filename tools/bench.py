@@ -24,7 +24,8 @@ from extract_features.backbone import backbone_config
 from tools.bench_backbone import BackboneBench, backbone_speed
 from tools.bench_drive import DriveBench, decision_speedup
 from tools.bench_extract import CacheBytesBench, Stage1Bench, cache_bytes_per_frame, stage1_efficiency
-from tools.bench_machine import describe, load_average, pick_device
+from extract_features.backbone import pick_device
+from tools.bench_machine import describe, load_average
 from tools.bench_read import ReadBench, sampler_read_efficiency
 from tools.bench_report import write_results
 from tools.bench_train import TrainBench, training_speedup

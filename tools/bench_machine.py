@@ -11,18 +11,6 @@ import torch
 import zarr
 
 
-def pick_device(name: str) -> torch.device:
-    from data.errors import UserError
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA device here; use --device cpu or auto")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise UserError(f"--device {name}: choose auto, cpu or cuda")
-    return torch.device(name)
-
-
 def synchronizer(device: torch.device) -> Callable[[], None]:
     """Waits for queued GPU work, so a timer stops when the work is done (a no-op on CPU)."""
     if device.type == "cuda":
