@@ -134,9 +134,9 @@ class SequenceSampler:
         out = np.empty((len(table), 4), np.uint8)
         blocks = table[:, 1] // np.array([ep.block_rows for ep in self.episodes])[table[:, 0]]
         groups = np.stack([table[:, 0], blocks, variants], axis=1)
-        unique, inverse = np.unique(groups, axis=0, return_inverse=True)
-        for g, (e, block, v) in enumerate(unique):
-            members = np.flatnonzero(inverse.ravel() == g)
+        unique, inverse, counts = np.unique(groups, axis=0, return_inverse=True, return_counts=True)
+        by_group = np.split(np.argsort(inverse.ravel(), kind="stable"), np.cumsum(counts)[:-1])
+        for (e, block, v), members in zip(unique, by_group):
             ep, keys = self.episodes[e], self.keys[e]
             out[members] = variant_keys(keys[table[members, 2]], keys[ep.rows[table[members, 1]]], self.variants[v],
                                         seed=self.cache.spec["augment_seed"], episode=ep.id, block=int(block),
