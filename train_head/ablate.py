@@ -97,14 +97,16 @@ def plot(rows: list[dict], out_png: Path, keys=(("val BCE", "val_bce"), ("exact 
 
     fig = Figure(figsize=(4 * len(keys) + 2, 0.45 * len(rows) + 1.5))
     names = [r["name"] for r in rows][::-1]
+    y = np.arange(len(rows))  # numeric positions: a row without a figure (nan) keeps its place
     for i, (title, key) in enumerate(keys):
         ax = fig.add_subplot(1, len(keys), i + 1)
-        values = [r.get(key, math.nan) for r in rows][::-1]
-        errors = [r.get(key + "_std", 0.0) for r in rows][::-1]
-        ax.barh(names, values, xerr=errors, color="tab:blue", alpha=0.8)
+        values = np.array([r.get(key, math.nan) for r in rows][::-1], dtype=float)
+        errors = np.array([r.get(key + "_std", 0.0) for r in rows][::-1], dtype=float)
+        shown = np.isfinite(values)
+        ax.barh(y[shown], values[shown], xerr=errors[shown], color="tab:blue", alpha=0.8)
+        ax.set_yticks(y, names if i == 0 else [""] * len(y))
+        ax.set_ylim(-0.6, len(rows) - 0.4)
         ax.set_title(title)
-        if i:
-            ax.set_yticklabels([])
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
