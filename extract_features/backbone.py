@@ -358,7 +358,7 @@ def _machine(device: torch.device) -> str:
     return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
-def _time_ms_per_frame(extractor: FeatureExtractor, frames: np.ndarray, iters: int) -> tuple[float, BackboneOutput]:
+def time_ms_per_frame(extractor: FeatureExtractor, frames: np.ndarray, iters: int) -> tuple[float, BackboneOutput]:
     """Median over `iters` timed batches (robust to a busy machine), after one warm-up batch."""
     sync = torch.cuda.synchronize if extractor.device.type == "cuda" else lambda: None
     out = extractor(frames)  # warm-up (and compilation)
@@ -372,7 +372,7 @@ def _time_ms_per_frame(extractor: FeatureExtractor, frames: np.ndarray, iters: i
     return float(np.median(times)) / len(frames) * 1000, out
 
 
-def _relative_error(approx: torch.Tensor, exact: torch.Tensor) -> float:
+def relative_error(approx: torch.Tensor, exact: torch.Tensor) -> float:
     return float((approx.float() - exact).norm() / exact.norm())
 
 
@@ -390,10 +390,10 @@ def bench(names: list[str], weights: str, height: int, width: int, batch: int, i
           f"{'bf16 rel.err patch':>19} {'cls':>8}")
     for name in names:
         backbone = load_backbone(name, weights, device=device)
-        fp32_ms, fp32 = _time_ms_per_frame(FeatureExtractor(backbone, settings, False, compile), frames, iters)
-        bf16_ms, bf16 = _time_ms_per_frame(FeatureExtractor(backbone, settings, True, compile), frames, iters)
+        fp32_ms, fp32 = time_ms_per_frame(FeatureExtractor(backbone, settings, False, compile), frames, iters)
+        bf16_ms, bf16 = time_ms_per_frame(FeatureExtractor(backbone, settings, True, compile), frames, iters)
         print(f"{name:<20} {backbone.weights_label[:44]:<44} {fp32_ms:>14.1f} {bf16_ms:>14.1f} "
-              f"{_relative_error(bf16.patch, fp32.patch):>19.2e} {_relative_error(bf16.cls, fp32.cls):>8.2e}")
+              f"{relative_error(bf16.patch, fp32.patch):>19.2e} {relative_error(bf16.cls, fp32.cls):>8.2e}")
     if weights == "random":
         print("note: RANDOM weights; speed does not depend on them, the bf16 error with real weights may differ")
 

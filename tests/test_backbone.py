@@ -82,18 +82,9 @@ def test_tiny_configs_equal_transformers(kind, size):
     assert_same_tokens(hf, ours_from_hf(hf, config), torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(2)))
 
 
-@pytest.mark.parametrize("name", ["dinov2_vits14", "dinov2_vits14_reg"])
-def test_small_release_geometry_equals_transformers(name):
-    config = hf_interpolation(BACKBONES[name])
-    hf = hf_model(config)
-    ours = ours_from_hf(hf, config)
-    for size in SIZES:
-        assert_same_tokens(hf, ours, torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(3)))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["dinov2_vitb14", "dinov2_vitb14_reg", "dinov2_vitl14", "dinov2_vitl14_reg"])
-def test_larger_release_geometry_equals_transformers(name):
+@pytest.mark.parametrize("name", ["dinov2_vits14", "dinov2_vits14_reg"] + [
+    pytest.param(n, marks=pytest.mark.slow) for n in ("dinov2_vitb14", "dinov2_vitb14_reg", "dinov2_vitl14", "dinov2_vitl14_reg")])
+def test_release_geometry_equals_transformers(name):
     config = hf_interpolation(BACKBONES[name])
     hf = hf_model(config)
     ours = ours_from_hf(hf, config)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from extract_features.backbone import FeatureExtractor, _relative_error, _time_ms_per_frame, load_backbone
+from extract_features.backbone import FeatureExtractor, relative_error, time_ms_per_frame, load_backbone
 from extract_features.preprocess import PreprocessSettings
 
 
@@ -25,11 +25,11 @@ def backbone_speed(s: BackboneBench, device: torch.device, log=print) -> dict:
     results = {}
     for name in s.backbones:
         backbone = load_backbone(name, "random", device=device, progress=False)
-        fp32_ms, fp32 = _time_ms_per_frame(FeatureExtractor(backbone, settings, bf16=False), frames, s.iters)
-        bf16_ms, bf16 = _time_ms_per_frame(FeatureExtractor(backbone, settings, bf16=True), frames, s.iters)
+        fp32_ms, fp32 = time_ms_per_frame(FeatureExtractor(backbone, settings, bf16=False), frames, s.iters)
+        bf16_ms, bf16 = time_ms_per_frame(FeatureExtractor(backbone, settings, bf16=True), frames, s.iters)
         results[name] = {"fp32_ms_per_frame": fp32_ms, "bf16_ms_per_frame": bf16_ms,
-                         "bf16_rel_err_patch": _relative_error(bf16.patch, fp32.patch),
-                         "bf16_rel_err_cls": _relative_error(bf16.cls, fp32.cls)}
+                         "bf16_rel_err_patch": relative_error(bf16.patch, fp32.patch),
+                         "bf16_rel_err_cls": relative_error(bf16.cls, fp32.cls)}
         log(f"  {name}: fp32 {fp32_ms:.1f} ms/frame, bf16 {bf16_ms:.1f} ms/frame")
     return {"input": [s.height, s.width], "batch": s.batch, "iters": s.iters, "weights": "random",
             "backbones": results}
