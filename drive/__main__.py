@@ -45,6 +45,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--gas-threshold", type=float, help="w held while p(w) >= this")
     c.add_argument("--brake-threshold", type=float, help="s held while p(s) >= this")
     c.add_argument("--thresholded", action="store_true", help="steer by threshold instead of proportionally")
+    gas = c.add_mutually_exclusive_group()
+    gas.add_argument("--proportional-gas", dest="proportional_gas", action="store_const", const=True,
+                     help="hold w for p(w) of each interval (partial throttle)")
+    gas.add_argument("--threshold-gas", dest="proportional_gas", action="store_const", const=False,
+                     help="hold w for the whole interval while p(w) >= --gas-threshold")
     loop = p.add_argument_group("loop")
     loop.add_argument("--mode", choices=MODES, default="ring",
                       help="ring: backbone on the newest frame only; recompute: on every sequence frame (the seed's way)")
@@ -107,7 +112,8 @@ def check_args(args) -> None:
 
 def controller_settings(args, defaults: ControllerSettings) -> ControllerSettings:
     overrides = {"max_steer": args.max_steer, "gas_threshold": args.gas_threshold,
-                 "brake_threshold": args.brake_threshold, "proportional": False if args.thresholded else None}
+                 "brake_threshold": args.brake_threshold, "proportional": False if args.thresholded else None,
+                 "proportional_gas": args.proportional_gas}
     return ControllerSettings(**{**dataclasses.asdict(defaults), **{k: v for k, v in overrides.items() if v is not None}})
 
 
@@ -145,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
 def run_eval(agent: Agent, controller: ControllerSettings, seeds: list[int], game_settings: GameSettings, args) -> None:
     timing = f"latency {args.latency:g} s" if args.latency else "wall time"
     print(f"evaluating {agent.path} on {len(seeds)} tracks ({timing}, {'proportional' if controller.proportional else 'thresholded'} "
-          f"steering, max steer {controller.max_steer:g})")
+          f"steering, max steer {controller.max_steer:g}, {'proportional' if controller.proportional_gas else 'thresholded'} gas)")
     runs = evaluate_agent(agent, seeds, args.latency, controller, game_settings, args.mode, args.video)
     latency = args.latency or expert_latency(runs)
     name = f"expert @ {latency:g} s" + ("" if args.latency else " (the agent's mean interval)")

@@ -19,6 +19,7 @@ class ControllerSettings:
     brake_threshold: float = 0.5  # s held while p(s) >= this
     steer_threshold: float = 0.5  # thresholded variant only: a/d pressed while p >= this
     proportional: bool = True  # False: a/d by threshold (for comparison), held for max_steer · interval
+    proportional_gas: bool = False  # True: w held for p(w) · interval (partial throttle), not by threshold
 
     def check(self) -> None:
         if not 0.0 <= self.max_steer <= 1.0:
@@ -34,7 +35,8 @@ def decide(probs, interval_s: float, settings: ControllerSettings) -> dict[str, 
 
     Proportional steering: delta = p(a) - p(d); the winning side is held for |delta| · interval,
     at most max_steer · interval. w and s are held until the next decision or released by threshold;
-    when both pass, only the more probable one is held (w on a tie).
+    when both pass, only the more probable one is held (w on a tie). With proportional_gas, w is held
+    for p(w) · interval instead (until the next decision from p(w) >= 0.99 on), unless s wins.
     """
     p = np.asarray(probs, dtype=np.float64).reshape(-1)
     if p.shape != (4,) or not np.isfinite(p).all():
@@ -47,7 +49,11 @@ def decide(probs, interval_s: float, settings: ControllerSettings) -> dict[str, 
     gas, brake = pw >= settings.gas_threshold, ps >= settings.brake_threshold
     if gas and brake:
         gas, brake = pw >= ps, ps > pw
-    hold["w"] = math.inf if gas else 0.0
+    if settings.proportional_gas and not brake:
+        # the player taps w for part of the time: half throttle in corners, where full throttle spins the car
+        hold["w"] = math.inf if pw >= 0.99 else pw * interval_s
+    else:
+        hold["w"] = math.inf if gas else 0.0
     hold["s"] = math.inf if brake else 0.0
 
     if settings.proportional:

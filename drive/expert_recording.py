@@ -8,6 +8,11 @@ Keys stored with a frame are the keys seen down at a random instant of the inter
 keyboard polled at capture time by a player whose taps are not in step with the frames. So a key
 held for 30 % of every interval is stored as pressed in ~30 % of the frames, which is what proportional
 steering reproduces at drive time ("half" or "any" would turn every short tap into 0 or 1).
+
+Recovery data (DART, Laskey et al. 2017): with `perturb_every` > 0 the car is now and then pushed off
+its line — a steer key held for a moment against the expert's will — while the stored keys stay the
+ones the expert wants. A model trained only on clean laps never sees the car off its line, so it has
+no idea how to get back once its own small errors put it there.
 """
 import dataclasses
 import math
@@ -35,6 +40,8 @@ class RecordSettings:
     stuck_max_seconds: float = 15.0
     label_rule: str = "sample"  # "sample" (random instant), "half" (held >= half the interval), "any"
     latency: float = 0.0  # the expert's plan starts this long after its frame, as the agent's will (<= 1/fps)
+    perturb_every: float = 2.0  # mean seconds between pushes off the line (0: none)
+    perturb_seconds: tuple[float, float] = (0.2, 0.5)  # how long a push holds its steer key, drawn uniformly
     game: GameSettings = field(default_factory=GameSettings)
     expert: ExpertSettings = field(default_factory=ExpertSettings)
 
@@ -45,6 +52,9 @@ class RecordSettings:
             raise UserError(f"--label-rule {self.label_rule!r}: choose one of {', '.join(LABEL_RULES)}")
         if self.latency < 0:
             raise UserError(f"--latency {self.latency}: must be >= 0 seconds")
+        if self.perturb_every < 0 or not 0 < self.perturb_seconds[0] <= self.perturb_seconds[1]:
+            raise UserError(f"--perturb-every {self.perturb_every}: must be >= 0 seconds "
+                            f"(and perturb_seconds a range of positive seconds)")
         if self.stuck_pad_seconds < 0 or self.stuck_recovered_seconds < 0 or self.stuck_max_seconds <= 0:
             raise UserError("stuck_pad_seconds and stuck_recovered_seconds must be >= 0, stuck_max_seconds > 0")
 
@@ -126,21 +136,31 @@ def _record_episode(path: Path, game: CarRacingGame, expert: Expert, track_seed:
     limit = min(max_frames, pad + round(settings.stuck_max_seconds * fps)) if stuck else max_frames
     recovered_frames = round(settings.stuck_recovered_seconds * fps)
     n, on_course = 0, 0
+    wanted_in_flight: dict[str, float] = {}  # the expert's plan behind the one in flight (they differ in a push)
+    push_left, push_key = 0.0, "a"
     with EpisodeWriter(path, game.profile.frame_shape, meta) as writer:
         while n < limit and not game.done:
             frame = game.frame()
-            hold = {} if n < pad else expert.decide(game, latency)
-            # the plan in flight runs on for `latency`, then the new one starts
-            held = held_seconds(game.hold, game.plan_time, latency) + held_seconds(hold, 0.0, interval - latency)
+            wanted = {} if n < pad else expert.decide(game, latency)
+            # the plan in flight runs on for `latency`, then the new one starts; the stored keys are the wanted ones
+            held = held_seconds(wanted_in_flight, game.plan_time, latency) + held_seconds(wanted, 0.0, interval - latency)
             writer.append(frame, frame_keys(held / interval, settings.label_rule, rng), n * interval)
+            if n >= pad and push_left <= 0 and settings.perturb_every > 0 and rng.random() < interval / settings.perturb_every:
+                push_left, push_key = rng.uniform(*settings.perturb_seconds), str(rng.choice(["a", "d"]))
+            sent = wanted
+            if push_left > 0:
+                sent = {**wanted, "a": 0.0, "d": 0.0, push_key: math.inf if push_left >= interval else push_left}
+                push_left -= interval
             game.advance(latency)
-            game.advance(interval - latency, hold)
+            game.advance(interval - latency, sent)
+            wanted_in_flight = wanted
             n += 1
             if stuck and n > pad:
                 on_course = on_course + 1 if game.on_track and expert.facing_track(game) else 0
                 if on_course >= recovered_frames:
                     break
         writer.close(track_seed=track_seed, label_rule=settings.label_rule, latency=latency,
+                     perturb_every=settings.perturb_every,
                      expert=dataclasses.asdict(expert.settings))
     return game.stats, n
 

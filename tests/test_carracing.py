@@ -273,3 +273,35 @@ def test_expert_with_latency_still_drives():
     """Scored like the agent with a fixed latency, the expert predicts ahead and keeps to the road."""
     stats, = score_expert([1], latency=0.1)
     assert stats.tile_share >= 0.8 and stats.steps <= 1000
+
+
+def test_pushes_move_the_car_but_the_stored_keys_are_the_experts(tmp_path, monkeypatch):
+    """DART-style recovery data: a push holds a steer key the expert did not want; the episode stores
+    the wanted keys (label rule "any" makes them exact), and the car ends up elsewhere."""
+    from drive import expert_recording
+    wanted, sent = [], []
+    decide, advance = expert_recording.Expert.decide, CarRacingGame.advance
+    monkeypatch.setattr(expert_recording.Expert, "decide",
+                        lambda self, *a: wanted.append(decide(self, *a)) or wanted[-1])
+    monkeypatch.setattr(CarRacingGame, "advance",
+                        lambda self, seconds, hold=None: (sent.append(hold) if hold is not None else None,
+                                                          advance(self, seconds, hold))[1])
+    episodes = {}
+    for every in (0.0, 0.5):
+        wanted.clear(), sent.clear()
+        settings = RecordSettings(stuck_share=0.0, label_rule="any", perturb_every=every)
+        path, = record_expert(tmp_path / f"every{every}", minutes=0.1, seed=4, settings=settings)
+        episodes[every] = Episode(path)
+        stored = episodes[every].keys[:]
+        expected = [frame_keys(held_seconds(h, 0.0, 0.1) / 0.1, "any", None) for h in wanted]
+        np.testing.assert_array_equal(stored, expected)
+        pushed = [i for i, (w, s) in enumerate(zip(wanted, sent)) if w != s]
+        if every == 0.0:
+            assert not pushed
+        else:
+            assert len(pushed) >= 5  # about one push a 0.5 s of 6 s, each 2-5 frames long
+            assert all(sent[i]["a"] + sent[i]["d"] > 0 for i in pushed)
+    assert episodes[0.5].attrs["perturb_every"] == 0.5
+    assert not (episodes[0.0].frames[-1] == episodes[0.5].frames[-1]).all()
+    with pytest.raises(UserError, match="--perturb-every"):
+        record_expert(tmp_path / "bad", minutes=0.02, seed=2, settings=RecordSettings(perturb_every=-1))

@@ -72,3 +72,13 @@ def test_bad_probabilities_and_settings_raise():
         ControllerSettings(max_steer=1.5).check()
     with pytest.raises(UserError, match="--gas-threshold"):
         ControllerSettings(gas_threshold=-0.1).check()
+
+
+def test_proportional_gas_holds_w_for_its_share_and_yields_to_the_brake():
+    gas = ControllerSettings(proportional_gas=True)
+    assert decide([0.4, 0, 0, 0], 0.1, gas)["w"] == pytest.approx(0.04)  # tapped below the threshold too
+    assert decide([0.995, 0, 0, 0], 0.1, gas)["w"] == math.inf  # held on into the next decision
+    assert decide([0.0, 0, 0, 0], 0.1, gas)["w"] == 0.0
+    braking = decide([0.6, 0, 0.7, 0], 0.1, gas)
+    assert braking["w"] == 0.0 and braking["s"] == math.inf
+    assert decide([0.4, 0, 0, 0], 0.1, ControllerSettings())["w"] == 0.0  # the default: by threshold

@@ -90,7 +90,9 @@ RECORD_FOREVER = textwrap.dedent("""
             frame = base.copy()
             frame[0, :4, 0] = np.frombuffer(np.uint32(self.i).tobytes(), np.uint8)  # frame number
             self.i += 1
-            progress.write_text(str(self.i))
+            tmp = progress.with_suffix('.tmp')
+            tmp.write_text(str(self.i))
+            tmp.replace(progress)  # atomic: the test never reads a half-written count
             return frame
 
     class Keys:

@@ -4,7 +4,7 @@ every head closed-loop on the same held-out tracks.
     python -m tools.ablate_drive [--demo runs/demo] [--out runs/ablate-drive] [--seeds 0 1] [--tracks 10]
 
 Rows: the default head and one change at a time (seq 1/2, GRU, no RNN, CLS only, patches + CLS, no
-label shift), the default head with thresholded instead of proportional steering, and a control
+label shift), the default head with thresholded instead of proportional steering or gas, and a control
 whose "backbone" is the identity on raw 14x14 pixel patches. Writes OUT/ablation.md, OUT/ablation.png
 and OUT/results.json. The demo's recordings and cache are made first when missing.
 """
@@ -66,11 +66,13 @@ def main() -> None:
         log(f"driving: {row['name']}")
         row.update(closed_loop([Path(r["dir"]) / "best.pt" for r in row["runs"]], tracks, s.latency))
     default = rows[0]
-    log("driving: default head, thresholded steering")
-    rows.insert(1, {"name": "thresholded steering", "variation": {}, "runs": default["runs"],
-                    **{k: v for k, v in default.items() if k.startswith("val_")},
-                    **closed_loop([Path(r["dir"]) / "best.pt" for r in default["runs"]], tracks, s.latency,
-                                  controller={"proportional": False})})
+    default_ckpts = [Path(r["dir"]) / "best.pt" for r in default["runs"]]
+    for i, (name, controller) in enumerate([("thresholded steering", {"proportional": False}),
+                                            ("thresholded gas", {"proportional_gas": False})], start=1):
+        log(f"driving: default head, {name}")
+        rows.insert(i, {"name": name, "variation": {}, "runs": default["runs"],
+                        **{k: v for k, v in default.items() if k.startswith("val_")},
+                        **closed_loop(default_ckpts, tracks, s.latency, controller=controller)})
     control = run_grid(replace(base, cache=control_cache), [Variation("control: raw pixel patches, no backbone")],
                        args.seeds, args.out, log=log)[0]
     log("driving: control")

@@ -28,13 +28,14 @@ from extract_features.pipeline import ExtractSettings, extract
 from extract_features.weights import hub_cache_path, official_url
 from train_head.heads import HeadSettings
 from train_head.optim import OptimSettings
-from train_head.train import TrainSettings, train
+from train_head.train import ControllerDefaults, TrainSettings, train
 
 
 @dataclass(frozen=True)
 class DemoSettings:
     out: Path = Path("runs/demo")
     minutes: float = 7.0  # expert game time recorded (10 fps: 600 frames a minute)
+    perturb_every: float = 2.0  # mean seconds between pushes off the line in the demos (recovery data)
     backbone: str = "dinov2_vits14"
     pca_dim: int | None = 96  # keeps the cache in RAM and the head quick on a CPU
     variants: tuple[str, ...] = ("clean", "flip")
@@ -61,7 +62,8 @@ def record(s: DemoSettings, log) -> Path:
         log(f"recordings already in {recordings}")
     else:
         log(f"recording {s.minutes:g} min of expert driving into {recordings}")
-        record_expert(recordings, s.minutes, seed=0, settings=RecordSettings(latency=s.latency))
+        record_expert(recordings, s.minutes, seed=0,
+                      settings=RecordSettings(latency=s.latency, perturb_every=s.perturb_every))
     return recordings
 
 
@@ -86,7 +88,8 @@ def train_settings(s: DemoSettings, cache: Path, run_dir: Path) -> TrainSettings
                          sampler=SamplerSettings(seq_len=s.seq_len, stride_s=s.stride_s, label_shift_s=s.latency,
                                                  batch_size=32),
                          optim=OptimSettings(lr=1e-3, min_lr=1e-4, warmup_steps=100, max_steps=s.steps),
-                         split=SplitSettings(val_fraction=0.1), eval_every=250)
+                         split=SplitSettings(val_fraction=0.1), eval_every=250,
+                         controller=ControllerDefaults(proportional_gas=True))
 
 
 def held_out(s: DemoSettings) -> list[int]:
@@ -115,9 +118,9 @@ def run(s: DemoSettings) -> str:
     expert = evaluate_expert(seeds, latency=s.latency)
     table = format_table({"agent": agent, "expert": expert}, compare=("agent", "expert"))
     report = (f"# Demo: CarRacing, expert vs agent on held-out tracks\n\nbackbone: {backbone_label(s.backbone, weights)}; "
-              f"{s.minutes:g} min of expert demos; variants {', '.join(s.variants)}; PCA {s.pca_dim}; "
+              f"{s.minutes:g} min of expert demos (pushed off the line every ~{s.perturb_every:g} s); variants {', '.join(s.variants)}; PCA {s.pca_dim}; "
               f"head lstm/patches seq {s.seq_len} stride {s.stride_s} s; {s.steps} steps; latency {s.latency} s "
-              f"(fixed, reproducible)\n\n{table}\nwall time {time.perf_counter() - start:.0f} s\n")
+              f"(fixed, reproducible); proportional steering and gas\n\n{table}\nwall time {time.perf_counter() - start:.0f} s\n")
     (s.out / "results.md").write_text(report)
     log(f"done: {s.out / 'results.md'}, {s.out / 'drive.mp4'}, {run_dir / 'curves.png'}")
     print("\n" + table)

@@ -29,8 +29,9 @@ def record_carracing_expert(args, p: argparse.ArgumentParser) -> None:
     if args.minutes is None:
         raise UserError("--expert needs --minutes M: how many minutes of game time to record")
     settings = RecordSettings()
-    if args.stuck_share is not None:
-        settings.stuck_share = args.stuck_share
+    for name in ("stuck_share", "perturb_every", "latency"):
+        if getattr(args, name) is not None:
+            setattr(settings, name, getattr(args, name))
     seed = args.seed or 0
     done = [0]
 
@@ -67,10 +68,16 @@ def main(argv: list[str] | None = None) -> None:
     expert.add_argument("--seed", type=int, help="first track seed; episode i drives track seed + i (default: 0)")
     expert.add_argument("--stuck-share", type=float,
                         help="share of episodes that start stuck off the road and recover (default: 0.2)")
+    expert.add_argument("--perturb-every", type=float,
+                        help="mean seconds between pushes off the line that the expert recovers from; the stored "
+                             "keys stay the expert's (recovery data; default: 2, 0: none)")
+    expert.add_argument("--latency", type=float,
+                        help="seconds between a frame and the expert's keys for it, as the agent will drive "
+                             "(default: 0; with 0 train with --label-shift equal to the drive latency; at most one frame interval)")
     args = p.parse_args(argv)
     if args.game or args.expert:
         return record_carracing_expert(args, p)
-    for flag in ("seed", "stuck_share"):
+    for flag in ("seed", "stuck_share", "perturb_every", "latency"):
         if getattr(args, flag) is not None:
             raise UserError(f"--{flag.replace('_', '-')} works with --game carracing --expert only")
 

@@ -56,10 +56,13 @@ def main() -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--max-steer", type=float, default=ControllerDefaults.max_steer,
                    help="controller default stored in the checkpoint")
+    p.add_argument("--proportional-gas", action="store_true",
+                   help="controller default stored in the checkpoint: w held for p(w) of each interval "
+                        "(for games driven with partial throttle, like the CarRacing expert)")
     args = p.parse_args()
     s = settings_from_args(args, args.cache, args.out)
     s.pos_weight, s.patience, s.resume = args.pos_weight, args.patience, args.resume
-    s.controller = ControllerDefaults(max_steer=args.max_steer)
+    s.controller = ControllerDefaults(max_steer=args.max_steer, proportional_gas=args.proportional_gas)
     train(s)
 
 

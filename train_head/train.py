@@ -32,6 +32,7 @@ class ControllerDefaults:
     max_steer: float = 1.0
     gas_threshold: float = 0.5
     brake_threshold: float = 0.5
+    proportional_gas: bool = False
 
 
 @dataclass
