@@ -13,12 +13,16 @@ Recovery data (DART, Laskey et al. 2017): with `perturb_every` > 0 the car is no
 its line — a steer key held for a moment against the expert's will — while the stored keys stay the
 ones the expert wants. A model trained only on clean laps never sees the car off its line, so it has
 no idea how to get back once its own small errors put it there.
+
+DAgger (Ross et al. 2011): with a `pilot` (drive.dagger.AgentPilot, a trained agent) the pilot drives
+and the expert only says which keys it would press; those are stored. The recordings then hold the
+states the agent itself gets into, labelled with the way out.
 """
 import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -74,16 +78,28 @@ def frame_keys(held_share: np.ndarray, rule: str, rng: np.random.Generator) -> n
     return (held_share > 0).astype(np.uint8)
 
 
-def episode_prefix(seed: int) -> str:
-    return f"expert-seed{seed}-"
+class Pilot(Protocol):
+    """Drives instead of the expert while the expert's keys are recorded (see drive.dagger)."""
+
+    name: str  # episodes are named {name}-seed{seed}-...
+
+    def reset(self) -> None: ...
+
+    def __call__(self, frame: np.ndarray, t: float) -> dict[str, float]: ...
+
+
+def episode_prefix(seed: int, driver: str = "expert") -> str:
+    return f"{driver}-seed{seed}-"
 
 
 def record_expert(out_dir: str | Path, minutes: float, seed: int = 0, settings: RecordSettings | None = None,
-                  on_episode: Callable[[Path, TrackStats], None] | None = None) -> list[Path]:
+                  on_episode: Callable[[Path, TrackStats], None] | None = None,
+                  pilot: Pilot | None = None) -> list[Path]:
     """Record `minutes` of expert game time at the carracing profile's fps; returns the episode paths.
 
-    Episodes are named expert-seed{seed}-{index:03d}-{kind}.zarr and carry the track seed in their
-    attributes (`track_seed`). Refuses to write next to episodes of an earlier run with the same seed.
+    Episodes are named expert-seed{seed}-{index:03d}-{kind}.zarr (with a pilot: {pilot.name}-seed...)
+    and carry the track seed in their attributes (`track_seed`). Refuses to write next to episodes of
+    an earlier run with the same seed and driver.
     """
     settings = settings or RecordSettings()
     settings.check()
@@ -92,8 +108,9 @@ def record_expert(out_dir: str | Path, minutes: float, seed: int = 0, settings: 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir}: is a file; give a directory for the recordings")
-    if out_dir.is_dir() and any(p.name.startswith(episode_prefix(seed)) for p in out_dir.iterdir()):
-        raise UserError(f"--out {out_dir}: already holds expert episodes of --seed {seed}; "
+    prefix = episode_prefix(seed, pilot.name if pilot else "expert")
+    if out_dir.is_dir() and any(p.name.startswith(prefix) for p in out_dir.iterdir()):
+        raise UserError(f"--out {out_dir}: already holds {prefix}* episodes of --seed {seed}; "
                         "choose another --seed or --out (episodes are never overwritten)")
 
     fps = load_profile(settings.game.profile).fps
@@ -109,9 +126,9 @@ def record_expert(out_dir: str | Path, minutes: float, seed: int = 0, settings: 
             index = len(paths)
             stuck = bool(rng.random() < settings.stuck_share)
             kind = "stuck" if stuck else "regular"
-            path = out_dir / f"{episode_prefix(seed)}{index:03d}-{kind}.zarr"
+            path = out_dir / f"{prefix}{index:03d}-{kind}.zarr"
             stats, n = _record_episode(path, game, Expert(expert_settings), seed + index, stuck, frames_left,
-                                       settings, rng)
+                                       settings, rng, pilot)
             frames_left -= n
             paths.append(path)
             if on_episode is not None:
@@ -122,7 +139,8 @@ def record_expert(out_dir: str | Path, minutes: float, seed: int = 0, settings: 
 
 
 def _record_episode(path: Path, game: CarRacingGame, expert: Expert, track_seed: int, stuck: bool,
-                    max_frames: int, settings: RecordSettings, rng: np.random.Generator) -> tuple[TrackStats, int]:
+                    max_frames: int, settings: RecordSettings, rng: np.random.Generator,
+                    pilot: Pilot | None = None) -> tuple[TrackStats, int]:
     interval, latency = expert.settings.decision_seconds, settings.latency
     fps = game.profile.fps
     game.reset(track_seed)
@@ -130,8 +148,10 @@ def _record_episode(path: Path, game: CarRacingGame, expert: Expert, track_seed:
     if stuck:
         _place_stuck(game, rng)
     expert.reset(game)
+    if pilot is not None:
+        pilot.reset()
     meta = EpisodeMeta(fps=fps, kind="stuck" if stuck else "regular", pad_frames=min(pad, max_frames),
-                       profile=game.profile.name, source="expert",
+                       profile=game.profile.name, source=pilot.name if pilot else "expert",
                        capture={"size": list(RENDER_SIZE), "frame_size": list(game.profile.frame_size)})
     limit = min(max_frames, pad + round(settings.stuck_max_seconds * fps)) if stuck else max_frames
     recovered_frames = round(settings.stuck_recovered_seconds * fps)
@@ -142,14 +162,16 @@ def _record_episode(path: Path, game: CarRacingGame, expert: Expert, track_seed:
         while n < limit and not game.done:
             frame = game.frame()
             wanted = {} if n < pad else expert.decide(game, latency)
-            # the plan in flight runs on for `latency`, then the new one starts; the stored keys are the wanted ones
-            held = held_seconds(wanted_in_flight, game.plan_time, latency) + held_seconds(wanted, 0.0, interval - latency)
+            # the plan in flight runs on for `latency`, then the new one starts; the wanted keys are stored
+            held = (held_seconds(wanted_in_flight, game.plan_time, latency)
+                    + held_seconds(wanted, 0.0, interval - latency))
             writer.append(frame, frame_keys(held / interval, settings.label_rule, rng), n * interval)
-            if n >= pad and push_left <= 0 and settings.perturb_every > 0 and rng.random() < interval / settings.perturb_every:
+            push_now = settings.perturb_every > 0 and rng.random() < interval / settings.perturb_every
+            if n >= pad and push_left <= 0 and push_now:
                 push_left, push_key = rng.uniform(*settings.perturb_seconds), str(rng.choice(["a", "d"]))
-            sent = wanted
+            sent = pilot(frame, n * interval) if pilot is not None and n >= pad else wanted
             if push_left > 0:
-                sent = {**wanted, "a": 0.0, "d": 0.0, push_key: math.inf if push_left >= interval else push_left}
+                sent = {**sent, "a": 0.0, "d": 0.0, push_key: math.inf if push_left >= interval else push_left}
                 push_left -= interval
             game.advance(latency)
             game.advance(interval - latency, sent)

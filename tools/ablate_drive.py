@@ -6,7 +6,8 @@ every head closed-loop on the same held-out tracks.
 Rows: the default head and one change at a time (seq 1/2, GRU, no RNN, CLS only, patches + CLS, no
 label shift), the default head with thresholded instead of proportional steering or gas, and a control
 whose "backbone" is the identity on raw 14x14 pixel patches. Writes OUT/ablation.md, OUT/ablation.png
-and OUT/results.json. The demo's recordings and cache are made first when missing.
+and OUT/results.json. The demo's recordings (expert demos and DAgger rounds) and cache are made first
+when missing; every row trains on them.
 """
 import argparse
 import json
@@ -19,7 +20,7 @@ import numpy as np
 from data.errors import run_cli
 from drive.evaluate import evaluate_agent, evaluate_expert
 from extract_features.backbone import RAW_PATCHES
-from tools.demo import DemoSettings, backbone_label, features, held_out, record, train_settings
+from tools.demo import DemoSettings, backbone_label, features, held_out, learn, train_settings
 from train_head.ablate import Variation, default_grid, markdown_table, plot, run_grid
 
 CLOSED_LOOP = [("reward ↑", "reward"), ("tiles % ↑", "tiles"), ("off-track ↓", "off_track")]
@@ -55,8 +56,7 @@ def main() -> None:
     s = replace(DemoSettings(), out=args.demo, tracks=args.tracks, steps=args.steps, minutes=args.minutes)
     start = time.perf_counter()
     log = lambda what: print(f"[{time.perf_counter() - start:6.0f} s] {what}", flush=True)  # noqa: E731
-    record(s, log)
-    cache, weights = features(s, log)
+    cache, weights, _ = learn(s, log)  # the demo's recordings (expert + DAgger) and cache
     control_cache, _ = features(s, log, backbone=RAW_PATCHES, cache=s.out / "cache-raw-patches")
     tracks = held_out(s)
 
@@ -84,7 +84,8 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(rows, extra=CLOSED_LOOP)
-    note = (f"backbone: {backbone_label(s.backbone, weights)} (PCA {s.pca_dim}); {s.minutes:g} min of expert demos; "
+    note = (f"backbone: {backbone_label(s.backbone, weights)} (PCA {s.pca_dim}); {s.minutes:g} min of expert demos "
+            f"+ {s.dagger_rounds} DAgger round(s) of {s.dagger_minutes:g} min; "
             f"{s.steps} steps; training seeds {args.seeds}; closed loop on tracks {tracks[0]}-{tracks[-1]} at a fixed "
             f"latency of {s.latency} s; ± is the std over every (training seed, track) pair. "
             f"wall time {time.perf_counter() - start:.0f} s")

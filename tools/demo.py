@@ -1,13 +1,16 @@
 """The whole pipeline on the embedded CarRacing game, from nothing: `make demo`.
 
-    python -m tools.demo [--out runs/demo] [--minutes 10] [--steps 1500] [--tracks 10]
+    python -m tools.demo [--out runs/demo] [--minutes 7] [--dagger-rounds 1] [--steps 1000] [--tracks 10]
 
-1. the scripted expert drives tracks (seeds 0, 1, ...) and is recorded like a player would be;
+1. the scripted expert drives tracks (seeds 0, 1, ...) and is recorded like a player would be, now
+   and then pushed off its line so that the demos show how to get back (the keys stay the expert's);
 2. stage 1 extracts ViT-S/14 tokens (real DINOv2 weights when the torch hub cache holds them, else a
    RANDOMLY initialised ViT-S/14, said so everywhere);
 3. stage 2 trains the seed's CNN+LSTM head (3 frames 0.2 s apart, labels shifted by the latency);
-4. the agent drives held-out tracks (seeds 1000+) with a fixed latency, next to the expert;
-5. writes OUT/results.md (the table), OUT/drive.mp4 (first held-out track), OUT/train/curves.png.
+4. DAgger: that agent drives other tracks (seeds 500+) while the expert's keys are recorded; stage 1
+   and 2 again on everything (--dagger-rounds times);
+5. the agent drives held-out tracks (seeds 1000+) with a fixed latency, next to the expert;
+6. writes OUT/results.md (the table), OUT/drive.mp4 (first held-out track), OUT/train/curves.png.
 Each step is skipped when its output is already there, so an interrupted demo continues.
 """
 import argparse
@@ -19,10 +22,11 @@ import torch
 
 from cache.reduce import Reduction
 from cache.sampler import SamplerSettings
-from data.errors import run_cli
+from data.errors import UserError, run_cli
 from data.split import SplitSettings
 from drive.evaluate import evaluate_agent, evaluate_expert, format_table
-from drive.expert_recording import RecordSettings, record_expert
+from drive.dagger import record_dagger
+from drive.expert_recording import RecordSettings, episode_prefix, record_expert
 from extract_features.backbone import RAW_PATCHES
 from extract_features.pipeline import ExtractSettings, extract
 from extract_features.weights import hub_cache_path, official_url
@@ -36,6 +40,9 @@ class DemoSettings:
     out: Path = Path("runs/demo")
     minutes: float = 7.0  # expert game time recorded (10 fps: 600 frames a minute)
     perturb_every: float = 2.0  # mean seconds between pushes off the line in the demos (recovery data)
+    dagger_rounds: int = 1  # rounds of the agent driving while the expert labels (DAgger)
+    dagger_minutes: float = 3.0  # game time the agent drives per round
+    dagger_first_track: int = 500  # round r drives tracks 500 + 100 (r - 1), ...
     backbone: str = "dinov2_vits14"
     pca_dim: int | None = 96  # keeps the cache in RAM and the head quick on a CPU
     variants: tuple[str, ...] = ("clean", "flip")
@@ -83,8 +90,8 @@ def features(s: DemoSettings, log, backbone: str | None = None, cache: Path | No
     return cache, weights
 
 
-def train_settings(s: DemoSettings, cache: Path, run_dir: Path) -> TrainSettings:
-    return TrainSettings(cache=cache, out_dir=run_dir, head=HeadSettings(kind="lstm", tokens="patches"),
+def train_settings(s: DemoSettings, cache: Path, out_dir: Path) -> TrainSettings:
+    return TrainSettings(cache=cache, out_dir=out_dir, head=HeadSettings(kind="lstm", tokens="patches"),
                          sampler=SamplerSettings(seq_len=s.seq_len, stride_s=s.stride_s, label_shift_s=s.latency,
                                                  batch_size=32),
                          optim=OptimSettings(lr=1e-3, min_lr=1e-4, warmup_steps=100, max_steps=s.steps),
@@ -101,28 +108,63 @@ def backbone_label(backbone: str, weights: str) -> str:
         weights, f"{backbone} (DINOv2 weights)")
 
 
+def run_dir(s: DemoSettings, r: int) -> Path:
+    """Where round r trains: 0 on the expert demos, then once after each DAgger round; the last is OUT/train."""
+    return s.out / "train" if r == s.dagger_rounds else s.out / f"train-round{r}"
+
+
+def train_round(s: DemoSettings, cache: Path, r: int, log) -> Path:
+    directory = run_dir(s, r)
+    if (directory / "best.pt").exists():
+        log(f"head already trained: {directory / 'best.pt'}")
+    else:
+        log(f"training the head for {s.steps} steps into {directory}")
+        train(train_settings(s, cache, directory))
+    return directory / "best.pt"
+
+
+def dagger_round(s: DemoSettings, ckpt: Path, r: int, log) -> None:
+    """The agent of `ckpt` drives fresh tracks; the expert's keys for what it sees join the recordings."""
+    seed = s.dagger_first_track + 100 * (r - 1)
+    recordings = s.out / "recordings"
+    if any(p.name.startswith(episode_prefix(seed, "dagger")) for p in recordings.iterdir()):
+        log(f"DAgger round {r} already recorded")
+        return
+    log(f"DAgger round {r}: the agent drives {s.dagger_minutes:g} min (tracks {seed}+), the expert labels")
+    record_dagger(ckpt, recordings, s.dagger_minutes, seed, RecordSettings(latency=s.latency, perturb_every=0.0),
+                  log=lambda *a: None)
+
+
+def learn(s: DemoSettings, log) -> tuple[Path, str, Path]:
+    """Expert demos, stage 1, stage 2, then per DAgger round: record, extract the new frames, train on all.
+    Returns (cache, backbone weights used, the final checkpoint)."""
+    record(s, log)
+    cache, weights = features(s, log)
+    ckpt = train_round(s, cache, 0, log)
+    for r in range(1, s.dagger_rounds + 1):
+        dagger_round(s, ckpt, r, log)
+        cache, _ = features(s, log)
+        ckpt = train_round(s, cache, r, log)
+    return cache, weights, ckpt
+
+
 def run(s: DemoSettings) -> str:
     start = time.perf_counter()
     log = lambda what: print(f"[{time.perf_counter() - start:6.0f} s] {what}", flush=True)  # noqa: E731
-    record(s, log)
-    cache, weights = features(s, log)
-    run_dir = s.out / "train"
-    if (run_dir / "best.pt").exists():
-        log(f"head already trained: {run_dir / 'best.pt'}")
-    else:
-        log(f"training the head for {s.steps} steps into {run_dir}")
-        train(train_settings(s, cache, run_dir))
+    cache, weights, ckpt = learn(s, log)
     seeds = held_out(s)
     log(f"driving {len(seeds)} held-out tracks (seeds {seeds[0]}-{seeds[-1]}), latency {s.latency} s")
-    agent = evaluate_agent(run_dir / "best.pt", seeds, latency=s.latency, video=s.out / "drive.mp4")
+    agent = evaluate_agent(ckpt, seeds, latency=s.latency, video=s.out / "drive.mp4")
     expert = evaluate_expert(seeds, latency=s.latency)
     table = format_table({"agent": agent, "expert": expert}, compare=("agent", "expert"))
-    report = (f"# Demo: CarRacing, expert vs agent on held-out tracks\n\nbackbone: {backbone_label(s.backbone, weights)}; "
-              f"{s.minutes:g} min of expert demos (pushed off the line every ~{s.perturb_every:g} s); variants {', '.join(s.variants)}; PCA {s.pca_dim}; "
+    report = (f"# Demo: CarRacing, expert vs agent on held-out tracks\n\n"
+              f"backbone: {backbone_label(s.backbone, weights)}; {s.minutes:g} min of expert demos (pushed off the "
+              f"line every ~{s.perturb_every:g} s), then {s.dagger_rounds} DAgger round(s) of {s.dagger_minutes:g} min; variants {', '.join(s.variants)}; PCA {s.pca_dim}; "
               f"head lstm/patches seq {s.seq_len} stride {s.stride_s} s; {s.steps} steps; latency {s.latency} s "
-              f"(fixed, reproducible); proportional steering and gas\n\n{table}\nwall time {time.perf_counter() - start:.0f} s\n")
+              f"(fixed, reproducible); proportional steering and gas\n\n{table}\n"
+              f"wall time {time.perf_counter() - start:.0f} s\n")
     (s.out / "results.md").write_text(report)
-    log(f"done: {s.out / 'results.md'}, {s.out / 'drive.mp4'}, {run_dir / 'curves.png'}")
+    log(f"done: {s.out / 'results.md'}, {s.out / 'drive.mp4'}, {ckpt.parent / 'curves.png'}")
     print("\n" + table)
     return report
 
@@ -133,11 +175,16 @@ def main() -> None:
     d = DemoSettings()
     p.add_argument("--out", type=Path, default=d.out)
     p.add_argument("--minutes", type=float, default=d.minutes, help="expert game time to record (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=d.steps, help="training steps (default: %(default)s)")
+    p.add_argument("--dagger-rounds", type=int, default=d.dagger_rounds,
+                   help=f"rounds of the agent driving {d.dagger_minutes:g} min while the expert labels (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=d.steps, help="training steps per round (default: %(default)s)")
     p.add_argument("--tracks", type=int, default=d.tracks, help="held-out tracks to drive (default: %(default)s)")
     p.add_argument("--backbone", default=d.backbone)
     args = p.parse_args()
-    run(DemoSettings(out=args.out, minutes=args.minutes, steps=args.steps, tracks=args.tracks, backbone=args.backbone))
+    if args.dagger_rounds < 0:
+        raise UserError(f"--dagger-rounds {args.dagger_rounds}: must be >= 0")
+    run(DemoSettings(out=args.out, minutes=args.minutes, steps=args.steps, tracks=args.tracks, backbone=args.backbone,
+                     dagger_rounds=args.dagger_rounds))
 
 
 if __name__ == "__main__":

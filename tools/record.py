@@ -5,6 +5,7 @@ Screen: one episode per pause/resume. Expert: one episode per track, tracks seed
     python -m tools.record --profile gta5 --out runs/recordings
     python -m tools.record --profile gta5 --out runs/recordings --kind stuck --pad-seconds 4
     python -m tools.record --game carracing --expert --minutes 10 --seed 0 --out runs/recordings
+    python -m tools.record --game carracing --expert --dagger runs/train/best.pt --minutes 3 --seed 500 --latency 0.1
 """
 import argparse
 from pathlib import Path
@@ -41,7 +42,13 @@ def record_carracing_expert(args, p: argparse.ArgumentParser) -> None:
         print(f"{path.name}: track {stats.seed}, {len(episode)} frames, {stats.tile_share:.0%} of tiles, "
               f"reward {stats.reward:.0f}; {done[0] / episode.fps / 60:.1f} of {args.minutes:g} min", flush=True)
 
-    paths = record_expert(args.out, args.minutes, seed=seed, settings=settings, on_episode=progress)
+    if args.dagger is not None:
+        from drive.dagger import record_dagger
+        if args.perturb_every is None:
+            settings.perturb_every = 0.0  # the agent makes its own mistakes
+        paths = record_dagger(args.dagger, args.out, args.minutes, seed, settings, on_episode=progress)
+    else:
+        paths = record_expert(args.out, args.minutes, seed=seed, settings=settings, on_episode=progress)
     print(f"{len(paths)} episodes in {args.out}")
 
 
@@ -72,12 +79,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="mean seconds between pushes off the line that the expert recovers from; the stored "
                              "keys stay the expert's (recovery data; default: 2, 0: none)")
     expert.add_argument("--latency", type=float,
-                        help="seconds between a frame and the expert's keys for it, as the agent will drive "
-                             "(default: 0; with 0 train with --label-shift equal to the drive latency; at most one frame interval)")
+                        help="seconds between a frame and the expert's keys for it, at most one frame interval "
+                             "(default: 0; then train with --label-shift equal to the drive latency)")
+    expert.add_argument("--dagger", type=Path, metavar="CKPT",
+                        help="DAgger: this checkpoint's agent drives, the expert's keys are stored (episodes "
+                             "dagger-seed*; record with the --latency you drive at, on track seeds of their own)")
     args = p.parse_args(argv)
     if args.game or args.expert:
         return record_carracing_expert(args, p)
-    for flag in ("seed", "stuck_share", "perturb_every", "latency"):
+    for flag in ("seed", "stuck_share", "perturb_every", "latency", "dagger"):
         if getattr(args, flag) is not None:
             raise UserError(f"--{flag.replace('_', '-')} works with --game carracing --expert only")
 
