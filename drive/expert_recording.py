@@ -124,7 +124,8 @@ def record_expert(out_dir: str | Path, minutes: float, seed: int = 0, settings: 
     try:
         while frames_left > 0:
             index = len(paths)
-            stuck = bool(rng.random() < settings.stuck_share)
+            # a stuck start needs room for its still pre-roll and some driving after it
+            stuck = bool(rng.random() < settings.stuck_share) and frames_left > 3 * settings.stuck_pad_seconds * fps
             kind = "stuck" if stuck else "regular"
             path = out_dir / f"{prefix}{index:03d}-{kind}.zarr"
             stats, n = _record_episode(path, game, Expert(expert_settings), seed + index, stuck, frames_left,

@@ -305,3 +305,10 @@ def test_pushes_move_the_car_but_the_stored_keys_are_the_experts(tmp_path, monke
     assert not (episodes[0.0].frames[-1] == episodes[0.5].frames[-1]).all()
     with pytest.raises(UserError, match="--perturb-every"):
         record_expert(tmp_path / "bad", minutes=0.02, seed=2, settings=RecordSettings(perturb_every=-1))
+
+
+def test_no_stuck_start_without_room_to_drive_after_it(tmp_path):
+    """The last episode gets the frames left over: too few for a 1 s pre-roll and a recovery, it starts on the road."""
+    path, = record_expert(tmp_path, minutes=0.04, seed=3, settings=RecordSettings(stuck_share=1.0))
+    ep = Episode(path)
+    assert ep.kind == "regular" and ep.pad_frames == 0 and len(ep) == 24
