@@ -97,7 +97,8 @@ class SequenceSampler:
         """(episode, last, label, same_block) rows of every valid sample of one cached episode."""
         s = self.s
         rows = ep.rows
-        if len(rows) == 0:
+        if len(rows) < 2 and s.seq_len > 1:  # no sequence fits (all stuck padding, or one frame)
+            self.strides.append(1)  # one per episode, as input_rows indexes them
             return np.zeros((0, 4), np.int64)
         cache_fps = (len(rows) - 1) / (t[rows[-1]] - t[rows[0]]) if len(rows) > 1 else 1.0
         self.strides.append(stride_rows(cache_fps, s.stride_s, s.seq_len))

@@ -105,3 +105,19 @@ def test_rank_shares_partition_an_epoch(tmp_path, two_episodes):
            for r in (0, 1)]
     assert not ids[0] & ids[1]
     assert len(ids[0] | ids[1]) == len(SequenceSampler(cache, whole(two_episodes), s))
+
+
+@pytest.mark.parametrize("pad_frames", [10, 9], ids=["all padding", "one cache row"])
+def test_an_episode_too_short_for_a_sequence_is_skipped(tmp_path, two_episodes, pad_frames):
+    """A recording that ends inside (or one frame after) its stuck padding holds no sequence; the
+    episodes after it keep their own strides."""
+    short = tmp_path / "short.zarr"
+    write_episode(short, n=10, fps=20.0, shape=(8, 8, 3), kind="stuck", pad_frames=pad_frames, seed=3)
+    paths = [two_episodes[0], short, two_episodes[1]]
+    cache = synthetic_cache(tmp_path, paths, every=1)
+    for mode in ("ram", "stream"):
+        sampler = SequenceSampler(cache, whole(paths), SamplerSettings(seq_len=3, stride_s=0.1, batch_size=16,
+                                                                       mode=mode, blocks_per_read=1))
+        assert 1 not in set(sampler.table[:, 0]) and {0, 2} <= set(sampler.table[:, 0])
+        ids = np.concatenate([b.ids for b in sampler.epoch(0, shuffle=False)])
+        assert len(ids) == len(sampler)
