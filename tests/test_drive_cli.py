@@ -205,3 +205,17 @@ def test_gta5_path_with_a_fake_screen(tmp_path, monkeypatch, capsys):
     assert len(grabbed) == 4 and [r["event"] for r in records] == ["decision"] * 4 + ["summary"]
     assert records[-1]["stopped_by"] == "max_decisions"
     assert "keys: virtual; hotkeys: none (Ctrl-C stops)" in capsys.readouterr().out
+
+
+def test_controller_flags_override_the_checkpoint_defaults():
+    from drive.__main__ import controller_settings, parser
+    from drive.controller import ControllerSettings
+    defaults = ControllerSettings(proportional_gas=True, max_steer=0.8)
+    keep = controller_settings(parser().parse_args(["--ckpt", "c.pt"]), defaults)
+    assert keep == defaults
+    changed = controller_settings(parser().parse_args(["--ckpt", "c.pt", "--threshold-gas", "--thresholded"]), defaults)
+    assert not changed.proportional_gas and not changed.proportional and changed.max_steer == 0.8
+    on = controller_settings(parser().parse_args(["--ckpt", "c.pt", "--proportional-gas"]), ControllerSettings())
+    assert on.proportional_gas
+    with pytest.raises(SystemExit):  # one or the other
+        parser().parse_args(["--ckpt", "c.pt", "--proportional-gas", "--threshold-gas"])

@@ -46,7 +46,8 @@ class DemoSettings:
     backbone: str = "dinov2_vits14"
     pca_dim: int | None = 96  # keeps the cache in RAM and the head quick on a CPU
     variants: tuple[str, ...] = ("clean", "flip")
-    steps: int = 1000  # val loss bottoms out near 750 steps on 7 minutes of demos; best.pt keeps the best
+    steps: int = 1000  # training steps of the final head; best.pt keeps the best val loss
+    pilot_steps: int = 500  # ... of the heads that only drive for DAgger (their val loss bottoms out near 500)
     latency: float = 0.1  # thinking time of the agent while driving, and so the label shift
     stride_s: float = 0.2
     seq_len: int = 3
@@ -90,11 +91,12 @@ def features(s: DemoSettings, log, backbone: str | None = None, cache: Path | No
     return cache, weights
 
 
-def train_settings(s: DemoSettings, cache: Path, out_dir: Path) -> TrainSettings:
+def train_settings(s: DemoSettings, cache: Path, out_dir: Path, steps: int | None = None) -> TrainSettings:
     return TrainSettings(cache=cache, out_dir=out_dir, head=HeadSettings(kind="lstm", tokens="patches"),
                          sampler=SamplerSettings(seq_len=s.seq_len, stride_s=s.stride_s, label_shift_s=s.latency,
                                                  batch_size=32),
-                         optim=OptimSettings(lr=1e-3, min_lr=1e-4, warmup_steps=100, max_steps=s.steps),
+                         optim=OptimSettings(lr=1e-3, min_lr=1e-4, warmup_steps=min(100, (steps or s.steps) // 10),
+                                             max_steps=steps or s.steps),
                          split=SplitSettings(val_fraction=0.1), eval_every=250,
                          controller=ControllerDefaults(proportional_gas=True))
 
@@ -118,8 +120,9 @@ def train_round(s: DemoSettings, cache: Path, r: int, log) -> Path:
     if (directory / "best.pt").exists():
         log(f"head already trained: {directory / 'best.pt'}")
     else:
-        log(f"training the head for {s.steps} steps into {directory}")
-        train(train_settings(s, cache, directory))
+        steps = s.steps if r == s.dagger_rounds else s.pilot_steps
+        log(f"training the head for {steps} steps into {directory}")
+        train(train_settings(s, cache, directory, steps))
     return directory / "best.pt"
 
 
@@ -158,10 +161,11 @@ def run(s: DemoSettings) -> str:
     expert = evaluate_expert(seeds, latency=s.latency)
     table = format_table({"agent": agent, "expert": expert}, compare=("agent", "expert"))
     report = (f"# Demo: CarRacing, expert vs agent on held-out tracks\n\n"
-              f"backbone: {backbone_label(s.backbone, weights)}; {s.minutes:g} min of expert demos (pushed off the "
-              f"line every ~{s.perturb_every:g} s), then {s.dagger_rounds} DAgger round(s) of {s.dagger_minutes:g} min; variants {', '.join(s.variants)}; PCA {s.pca_dim}; "
-              f"head lstm/patches seq {s.seq_len} stride {s.stride_s} s; {s.steps} steps; latency {s.latency} s "
-              f"(fixed, reproducible); proportional steering and gas\n\n{table}\n"
+              f"backbone: {backbone_label(s.backbone, weights)}; {s.minutes:g} min of expert demos (pushed off "
+              f"the line every ~{s.perturb_every:g} s), then {s.dagger_rounds} DAgger round(s) of "
+              f"{s.dagger_minutes:g} min; variants {', '.join(s.variants)}; PCA {s.pca_dim}; head lstm/patches "
+              f"seq {s.seq_len} stride {s.stride_s} s; {s.steps} steps ({s.pilot_steps} before DAgger); latency "
+              f"{s.latency} s (fixed, reproducible); proportional steering and gas\n\n{table}\n"
               f"wall time {time.perf_counter() - start:.0f} s\n")
     (s.out / "results.md").write_text(report)
     log(f"done: {s.out / 'results.md'}, {s.out / 'drive.mp4'}, {ckpt.parent / 'curves.png'}")
