@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from cache.buffers import empty_tensor
 from data.errors import UserError
 
 
@@ -80,8 +81,10 @@ def reduce_tokens(patch: torch.Tensor, reduction: Reduction, projection: Project
 
 
 def restore_tokens(stored: dict[str, np.ndarray | torch.Tensor]) -> torch.Tensor:
-    """The inverse of reduce_tokens up to rounding: float32 (N, P, C') tokens (still projected)."""
+    """The inverse of reduce_tokens up to rounding: float32 (..., P, C') tokens (still projected), on the
+    stored tokens' device; in host memory on huge pages, where converting is cheaper than a fresh buffer."""
     patch = torch.as_tensor(stored["patch"])
-    if "scale" in stored:
-        return dequantize_int8(patch, torch.as_tensor(stored["scale"]))
-    return patch.float()
+    tokens = empty_tensor(patch.shape, torch.float32, patch.device).copy_(patch)
+    if "scale" in stored:  # dequantize_int8, in place
+        tokens *= torch.as_tensor(stored["scale"], device=patch.device).float().unsqueeze(-1)
+    return tokens

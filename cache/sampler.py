@@ -10,15 +10,25 @@ Two reading modes give the same samples:
   ram     every needed array of the cache in memory (or GPU memory), gathered by index;
   stream  contiguous blocks read in one call each, every sample of a block formed, shuffled through a
           buffer of several blocks: for caches larger than memory. Per-sample zarr reads are far too slow.
+          A background thread reads the next blocks while the current ones are gathered into batches.
 Each sample's augmentation variant is drawn per epoch from (seed, epoch), so both modes agree.
+
+Batches hold the tokens as the cache stores them (fp16, or int8 with per-token scales); the training step
+restores float32 on its device with Batch.float_tokens().
 """
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
+from itertools import islice
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 
+from cache.buffers import empty_tensor
 from cache.reduce import restore_tokens
 from cache.store import CachedEpisode, FeatureCache
 from data.augment import AugmentSpec, variant_keys
@@ -27,6 +37,7 @@ from data.errors import UserError
 from data.split import Segment
 
 CLEAN = "clean"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -40,15 +51,29 @@ class SamplerSettings:
     mode: str = "ram"  # ram or stream
     buffer_blocks: int = 8  # stream mode: reads mixed in the shuffle buffer
     blocks_per_read: int = 4  # stream mode: consecutive blocks read in one go
+    read_ahead: int = 2  # stream mode: reads done in a background thread ahead of use (0: none). Each holds a
+    #                      read's rows in memory beside the buffer's; 8 (a whole buffer) was slower on 2 busy cores
     seed: int = 0
 
 
 @dataclass
 class Batch:
-    patch: torch.Tensor | None  # (B, T, P, C) float32
-    cls: torch.Tensor | None  # (B, T, C) float32
+    """Sequences of tokens in the cache's stored dtype, on the sampler's device. float_tokens() makes
+    what a head takes; the training step calls it, where the conversion costs least (nearly nothing on
+    a GPU), and the sampler moves half the bytes or less."""
+
+    stored: dict[str, torch.Tensor]  # 'patch' (B, T, P, C) fp16 or int8, 'scale' (B, T, P) fp16 with int8,
+    #                                  'cls' (B, T, C) fp16; only the arrays that settings.tokens reads
     keys: torch.Tensor  # (B, 4) float32 labels
     ids: np.ndarray  # (B, 4) int64: episode, last row, label row, variant index (for tests and replay)
+
+    def float_tokens(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(patch (B, T, P, C), cls (B, T, C)) in float32 on the batch's device, None where not read.
+        Patches stay PCA-projected when the cache holds them so."""
+        stored = self.stored
+        patch = restore_tokens({k: stored[k] for k in ("patch", "scale") if k in stored}) if "patch" in stored else None
+        cls = stored["cls"].float() if "cls" in stored else None
+        return patch, cls
 
 
 def stride_rows(cache_fps: float, stride_s: float, seq_len: int) -> int:
@@ -203,17 +228,17 @@ class SequenceSampler:
         return table[:, 1:2] - stride[:, None] * np.arange(self.s.seq_len - 1, -1, -1)[None, :]
 
     def _stream_epoch(self, epoch, chosen, shuffle, drop_last) -> Iterator[Batch]:
-        """Runs of consecutive blocks, each read once per variant in one contiguous read; samples are
-        shuffled through a pool of several runs and gathered per batch straight from the rows read
-        (moved to the device first, so a GPU does the gathering and the float conversion)."""
+        """Runs of consecutive blocks, each read once per variant in one contiguous read (in the
+        background, ahead of use); samples are shuffled through a pool of several runs and gathered per
+        batch straight from the rows read (moved to the device first, so a GPU does the gathering)."""
         rng = np.random.default_rng([self.s.seed, epoch, 2])
         runs = self._runs()
         if shuffle:
             runs = [runs[i] for i in rng.permutation(len(runs))]
         runs = runs[self.rank::self.world]
+        reads = in_background((partial(self._read_run, *run, chosen) for run in runs), self.s.read_ahead)
         pool: list[tuple[dict, np.ndarray, np.ndarray]] = []  # (rows read, sample ids, (n, T) rows within)
-        for n, (e, first_block, last_block) in enumerate(runs):
-            rows, ids, local = self._read_run(e, first_block, last_block, chosen)
+        for n, (rows, ids, local) in enumerate(reads):
             pool.append(({k: v.to(self.device, non_blocking=True) for k, v in rows.items()}, ids, local))
             if len(pool) < self.s.buffer_blocks and n < len(runs) - 1:
                 continue
@@ -241,10 +266,10 @@ class SequenceSampler:
         bounds = np.searchsorted(source, np.arange(len(pool) + 1)) * local.shape[1]
         index = torch.as_tensor(local.reshape(-1), device=self.device)
         for name, first in pool[0][0].items():
-            rows = torch.empty((local.size, *first.shape[1:]), dtype=first.dtype, device=self.device)
+            rows = empty_tensor((local.size, *first.shape[1:]), first.dtype, self.device)
             for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
                 if b > a:
-                    torch.index_select(pool[i][0][name], 0, index[a:b], out=rows[a:b])
+                    select_rows(pool[i][0][name], index[a:b], out=rows[a:b])
             out[name] = rows if flat else rows.view(*local.shape, *first.shape[1:])
         return out
 
@@ -261,27 +286,53 @@ class SequenceSampler:
         return runs
 
     def _read_run(self, e: int, first_block: int, last_block: int, chosen: np.ndarray):
-        """The stored rows every sample ending in these blocks needs, one contiguous read per variant
-        (in the stored dtype; converted to float per batch), and each sample's rows within them."""
+        """The stored rows every sample ending in these blocks needs, one contiguous read per variant,
+        and each sample's rows within them."""
         ep = self.episodes[e]
         ids = np.flatnonzero((self.table[:, 0] == e) & (self._block_of >= first_block) & (self._block_of <= last_block))
         inputs = self.input_rows(self.table[ids])
         hi = int(inputs.max()) + 1
-        parts, local = [], np.empty_like(inputs)
-        offset = 0
+        spans, local, offset = [], np.empty_like(inputs), 0
         for v in np.unique(chosen[ids]):
             mask = chosen[ids] == v
             v_lo = int(inputs[mask].min())
-            parts.append(ep.read(self.variants[v], v_lo, hi, names=self._names()))
+            spans.append((self.variants[v], v_lo, hi))
             local[mask] = inputs[mask] - v_lo + offset
             offset += hi - v_lo
-        rows = {k: torch.from_numpy(np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k])
-                for k in parts[0]}
+        rows = {k: torch.from_numpy(v) for k, v in ep.read_spans(spans, self._names()).items()}
         return rows, ids, local
 
     def _batch(self, arrays: dict, ids: np.ndarray, var: np.ndarray) -> Batch:
-        patch = restore_tokens({k: arrays[k] for k in ("patch", "scale") if k in arrays}) if "patch" in arrays else None
-        cls = arrays["cls"].float() if "cls" in arrays else None
         table = self.table[ids]
         keys = self._epoch_labels[ids].to(self.device)
-        return Batch(patch=patch, cls=cls, keys=keys, ids=np.stack([table[:, 0], table[:, 1], table[:, 2], var], axis=1))
+        return Batch(stored=arrays, keys=keys, ids=np.stack([table[:, 0], table[:, 1], table[:, 2], var], axis=1))
+
+
+def select_rows(source: torch.Tensor, index: torch.Tensor, out: torch.Tensor) -> None:
+    """out[:] = source[index] along axis 0. In host memory by numpy, on one thread: the copy is bound by
+    memory, and torch's worker threads, competing with the reading thread for the cores, stalled it for
+    seconds at a time (measured on a 2-core machine)."""
+    if out.device.type == "cpu":
+        # mode "clip": the default "raise" copies through a buffer; the indices are in range by construction
+        np.take(source.numpy(), index.numpy(), axis=0, out=out.numpy(), mode="clip")
+    else:
+        torch.index_select(source, 0, index, out=out)
+
+
+def in_background(calls: Iterable[Callable[[], T]], ahead: int) -> Iterator[T]:
+    """The results of `calls` in their order, each call started up to `ahead` results before it is
+    taken, in one background thread; ahead=0 makes each call when its result is taken."""
+    calls = iter(calls)
+    if ahead < 1:
+        yield from (call() for call in calls)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="sampler-read") as worker:
+        pending = deque(worker.submit(call) for call in islice(calls, ahead))
+        try:
+            while pending:
+                result = pending.popleft().result()
+                pending.extend(worker.submit(call) for call in islice(calls, 1))
+                yield result
+        finally:  # the caller stopped early: start nothing more
+            for future in pending:
+                future.cancel()

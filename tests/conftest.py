@@ -41,10 +41,13 @@ def write_episode(path, n=40, fps=20.0, kind="regular", pad_frames=0, shape=(180
 
 
 def synthetic_cache(tmp_path, episodes, variants=("clean", "flip"), block_rows=8, every=2, grid=(2, 3), channels=4,
-                    random_tokens=False):
+                    random_tokens=False, dtype="fp16"):
     """A feature cache without a backbone. Cache rows = every `every`-th recording row after the
     padding; patch tokens hold 1000 * variant index + recording row (or random numbers), cls the
-    episode number."""
+    episode number. dtype="int8": patches stored quantized, with their scales."""
+    import torch
+
+    from cache.reduce import quantize_int8
     from cache.store import CacheSpec, FeatureCache
     from data.augment import AugmentSpec
     from data.episode import Episode
@@ -53,7 +56,7 @@ def synthetic_cache(tmp_path, episodes, variants=("clean", "flip"), block_rows=8
     rng = np.random.default_rng(0)
     spec = CacheSpec(backbone="synthetic", weights_digest="0", weights_label="synthetic", weights_source="none",
                      preprocess={}, precision="fp32", augment=AugmentSpec.from_table({"flip": {"flip": {"p": 1.0}}}).text(), augment_seed=0,
-                     reduction={"dtype": "fp16", "pca_dim": None, "pca_frames": 1, "fps": None},
+                     reduction={"dtype": dtype, "pca_dim": None, "pca_frames": 1, "fps": None},
                      block_rows=block_rows, grid=GRID, channels=C, registers=0)
     cache = FeatureCache.create_or_open(tmp_path / "cache", spec)
     for e, path in enumerate(episodes):
@@ -67,8 +70,11 @@ def synthetic_cache(tmp_path, episodes, variants=("clean", "flip"), block_rows=8
                 patch = np.broadcast_to(value[:, None, None], (stop - start, GRID[0] * GRID[1], C))
                 if random_tokens:
                     patch = rng.standard_normal(patch.shape).astype(np.float16)
-                cls = np.full((stop - start, C), e, np.float16)
-                ep.write_block(v, b, {"patch": patch, "cls": cls})
+                arrays = {"patch": patch, "cls": np.full((stop - start, C), e, np.float16)}
+                if dtype == "int8":
+                    q, scale = quantize_int8(torch.from_numpy(patch.astype(np.float32)))
+                    arrays.update(patch=q.numpy(), scale=scale.numpy())
+                ep.write_block(v, b, arrays)
     return FeatureCache.open(tmp_path / "cache")
 
 

@@ -1,11 +1,15 @@
 """The sequence sampler: exact indices on a synthetic cache whose tokens encode their recording row."""
+import threading
 from collections import Counter
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import pytest
+import torch
 
-from cache.sampler import SamplerSettings, SequenceSampler
+from cache.reduce import dequantize_int8
+from cache.sampler import SamplerSettings, SequenceSampler, in_background
 from data.episode import Episode
 from data.errors import UserError
 from data.split import Segment
@@ -32,10 +36,11 @@ def test_indices_stride_shift_padding_and_boundaries(tmp_path, two_episodes):
     # cache at 10 fps: stride 0.2 s = 2 cache rows = 4 recording rows; shift 0.15 s = 3 recording rows
     seen = 0
     for batch in sampler.epoch(0, shuffle=True):
-        rows = batch.patch[:, :, 0, 0].numpy()  # recording row of each input frame
-        eps = batch.cls[:, 0, 0].numpy()
+        patch, cls = batch.float_tokens()
+        rows = patch[:, :, 0, 0].numpy()  # recording row of each input frame
+        eps = cls[:, 0, 0].numpy()
         for i, (e, last, label, _) in enumerate(batch.ids):
-            assert np.all(batch.cls[i, :, 0].numpy() == e)  # one episode per sequence
+            assert np.all(cls[i, :, 0].numpy() == e)  # one episode per sequence
             np.testing.assert_array_equal(np.diff(rows[i]), [4, 4])  # stride
             assert label == rows[i, -1] + 3  # label shift
             pad = Episode(two_episodes[e]).pad_frames
@@ -57,7 +62,7 @@ def test_segments_are_never_crossed(tmp_path, two_episodes):
     right = SequenceSampler(cache, segs[1:], s)
     for sampler, (lo, hi) in ((left, (0, 30)), (right, (30, 60))):
         for batch in sampler.epoch(0):
-            rows = batch.patch[:, :, 0, 0].numpy()
+            rows = batch.float_tokens()[0][:, :, 0, 0].numpy()
             assert rows.min() >= lo and rows.max() < hi and batch.ids[:, 2].max() < hi
     assert len(left) + len(right) == 28  # 29 pairs in 30 cache rows, minus the one across row 30
 
@@ -65,7 +70,7 @@ def test_segments_are_never_crossed(tmp_path, two_episodes):
 def test_seq_len_one_and_stride_checked(tmp_path, two_episodes):
     cache = synthetic_cache(tmp_path, two_episodes)
     single = SequenceSampler(cache, whole(two_episodes), SamplerSettings(seq_len=1))
-    assert len(single) == 30 + 20 and next(single.epoch(0)).patch.shape[1] == 1
+    assert len(single) == 30 + 20 and next(single.epoch(0)).stored["patch"].shape[1] == 1
     with pytest.raises(UserError, match="not a whole number of cache frames at 10 fps"):
         SequenceSampler(cache, whole(two_episodes), SamplerSettings(seq_len=3, stride_s=0.25))
 
@@ -80,7 +85,7 @@ def test_ram_and_stream_give_the_same_samples(tmp_path, two_episodes):
         sampler = SequenceSampler(cache, whole(two_episodes), replace(base, mode=mode))
         out = Counter()
         for batch in sampler.epoch(epoch=1, shuffle=True):
-            for ids, patch, keys in zip(batch.ids, batch.patch.numpy(), batch.keys.numpy()):
+            for ids, patch, keys in zip(batch.ids, batch.float_tokens()[0].numpy(), batch.keys.numpy()):
                 out[(tuple(ids), tuple(patch[:, 0, 0]), tuple(keys))] += 1
         return out
 
@@ -121,3 +126,66 @@ def test_an_episode_too_short_for_a_sequence_is_skipped(tmp_path, two_episodes, 
         assert 1 not in set(sampler.table[:, 0]) and {0, 2} <= set(sampler.table[:, 0])
         ids = np.concatenate([b.ids for b in sampler.epoch(0, shuffle=False)])
         assert len(ids) == len(sampler)
+
+
+@pytest.mark.parametrize("read_ahead", [1, 3, 8])
+def test_reading_ahead_gives_exactly_the_batches_of_reading_in_place(tmp_path, two_episodes, read_ahead):
+    cache = synthetic_cache(tmp_path, two_episodes, random_tokens=True)
+    # one block per read, two reads per shuffle buffer: several buffers, leftovers carried across them
+    base = SamplerSettings(seq_len=3, stride_s=0.2, batch_size=5, mode="stream", buffer_blocks=2, blocks_per_read=1,
+                           tokens="both", seed=3)
+
+    def batches(ahead):
+        return list(SequenceSampler(cache, whole(two_episodes), replace(base, read_ahead=ahead)).epoch(1))
+
+    in_place, ahead = batches(0), batches(read_ahead)
+    assert len(in_place) == len(ahead) == 9  # 42 samples
+    for a, b in zip(in_place, ahead):
+        np.testing.assert_array_equal(a.ids, b.ids)
+        assert torch.equal(a.keys, b.keys) and a.stored.keys() == b.stored.keys()
+        assert all(torch.equal(a.stored[k], b.stored[k]) for k in a.stored)
+
+
+@pytest.mark.parametrize("mode", ["ram", "stream"])
+@pytest.mark.parametrize("dtype", ["fp16", "int8"])
+def test_batches_hold_the_stored_dtypes_and_restore_float32(tmp_path, two_episodes, mode, dtype):
+    cache = synthetic_cache(tmp_path, two_episodes, random_tokens=True, dtype=dtype)
+    s = SamplerSettings(seq_len=3, stride_s=0.2, batch_size=8, tokens="both", mode=mode)
+    batch = next(SequenceSampler(cache, whole(two_episodes), s).epoch(0))
+    stored = batch.stored
+    if dtype == "int8":
+        assert set(stored) == {"patch", "scale", "cls"} and stored["patch"].dtype == torch.int8
+        assert stored["scale"].dtype == torch.float16 and stored["scale"].shape == (8, 3, 6)
+    else:
+        assert set(stored) == {"patch", "cls"} and stored["patch"].dtype == torch.float16
+    assert stored["patch"].shape == (8, 3, 6, 4) and stored["cls"].dtype == torch.float16
+
+    patch, cls = batch.float_tokens()
+    assert patch.dtype == cls.dtype == torch.float32
+    restored = dequantize_int8(stored["patch"], stored["scale"]) if dtype == "int8" else stored["patch"].float()
+    assert torch.equal(patch, restored) and torch.equal(cls, stored["cls"].float())
+
+    only_cls = next(SequenceSampler(cache, whole(two_episodes), replace(s, tokens="cls")).epoch(0))
+    assert set(only_cls.stored) == {"cls"} and only_cls.float_tokens()[0] is None
+
+
+def test_in_background_keeps_the_order_and_stops_when_closed():
+    started = []
+
+    def square(i):
+        started.append(i)
+        if i == 6:
+            raise ValueError("read failed")
+        return i * i
+
+    calls = [partial(square, i) for i in range(10)]
+    assert list(in_background(calls[:6], ahead=3)) == [0, 1, 4, 9, 16, 25]
+    with pytest.raises(ValueError, match="read failed"):  # an error in the background reaches the caller
+        list(in_background(calls, ahead=2))
+
+    started.clear()
+    results = in_background(calls, ahead=3)
+    assert next(results) == 0
+    results.close()
+    assert len(started) <= 4 and started == sorted(started)  # the result taken and at most 3 ahead
+    assert not [t for t in threading.enumerate() if t.name.startswith("sampler-read")]

@@ -1,6 +1,6 @@
 """P1: training samples/s from the feature cache against the seed's way of training, side by side.
 
-Cache: SequenceSampler (ram mode) → head → BCE → AdamW step, the steps of train_head/train.py.
+Cache: SequenceSampler (ram mode) → float32 tokens → head → BCE → AdamW step, the steps of train_head/train.py.
 Seed:  the 3 frames of every sample through the frozen backbone inside the step (no grad), then the
        same head and step. Its frames are handed over already decoded in memory, which flatters it.
 Both sides: the same head, batch and bf16 autocast, the same sample order.
@@ -74,7 +74,8 @@ def training_speedup(s: TrainBench, device: torch.device, work: Path, log=print)
         start = time.perf_counter()
         for _ in range(n):
             batch = next(stream)
-            train_step(head, optimizer, optim, step, batch.patch, None, batch.keys, autocast)
+            patch, _ = batch.float_tokens()  # the conversion from the stored fp16 is part of the timed step
+            train_step(head, optimizer, optim, step, patch, None, batch.keys, autocast)
             step += 1
         sync()
         return time.perf_counter() - start

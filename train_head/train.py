@@ -124,7 +124,8 @@ def train(s: TrainSettings) -> dict:
     try:
         while step < s.optim.max_steps:
             batch = next(stream)
-            loss = train_step(model, optimizer, s.optim, step, batch.patch, batch.cls, batch.keys, autocast, pos_weight)
+            patch, cls = batch.float_tokens()  # the sampler yields stored dtypes: converted here, on the device
+            loss = train_step(model, optimizer, s.optim, step, patch, cls, batch.keys, autocast, pos_weight)
             step += 1
             seen += len(batch.keys)
             if log and (step % s.log_every == 0 or step == 1):
@@ -187,7 +188,7 @@ def evaluate(model, sampler: SequenceSampler, autocast, max_batches: int | None 
         if max_batches is not None and i >= max_batches:
             break
         with autocast:
-            logits.append(model(batch.patch, batch.cls).float())
+            logits.append(model(*batch.float_tokens()).float())
         keys.append(batch.keys)
     return val_metrics(torch.cat(logits), torch.cat(keys))
 
