@@ -66,8 +66,10 @@ def quantize_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scale
 
 
-def dequantize_int8(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return q.float() * scale.float().unsqueeze(-1)
+def dequantize_int8(q: torch.Tensor, scale: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """float32 tokens q · scale; into `out` (float32, q's shape) when given."""
+    out = q.to(torch.float32, copy=True) if out is None else out.copy_(q)  # never scales q itself
+    return out.mul_(scale.float().unsqueeze(-1))
 
 
 def reduce_tokens(patch: torch.Tensor, reduction: Reduction, projection: Projection | None) -> dict[str, np.ndarray]:
@@ -84,7 +86,7 @@ def restore_tokens(stored: dict[str, np.ndarray | torch.Tensor]) -> torch.Tensor
     """The inverse of reduce_tokens up to rounding: float32 (..., P, C') tokens (still projected), on the
     stored tokens' device; in host memory on huge pages, where converting is cheaper than a fresh buffer."""
     patch = torch.as_tensor(stored["patch"])
-    tokens = empty_tensor(patch.shape, torch.float32, patch.device).copy_(patch)
-    if "scale" in stored:  # dequantize_int8, in place
-        tokens *= torch.as_tensor(stored["scale"], device=patch.device).float().unsqueeze(-1)
-    return tokens
+    tokens = empty_tensor(patch.shape, torch.float32, patch.device)
+    if "scale" in stored:
+        return dequantize_int8(patch, torch.as_tensor(stored["scale"], device=patch.device), out=tokens)
+    return tokens.copy_(patch)
