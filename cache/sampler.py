@@ -17,7 +17,7 @@ Batches hold the tokens as the cache stores them (fp16, or int8 with per-token s
 restores float32 on its device with Batch.float_tokens().
 """
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -49,7 +49,7 @@ class SamplerSettings:
     variant_weights: tuple[tuple[str, float], ...] | None = None  # None: every cached variant equally
     batch_size: int = 64
     mode: str = "ram"  # ram or stream
-    buffer_blocks: int = 8  # stream mode: reads mixed in the shuffle buffer
+    buffer_blocks: int = 8  # stream mode: reads whose samples are mixed in each batch (held in memory at once)
     blocks_per_read: int = 4  # stream mode: consecutive blocks read in one go
     read_ahead: int = 2  # stream mode: reads done in a background thread ahead of use (0: none). Each holds a
     #                      read's rows in memory beside the buffer's; 8 (a whole buffer) was slower on 2 busy cores
@@ -228,35 +228,62 @@ class SequenceSampler:
         return table[:, 1:2] - stride[:, None] * np.arange(self.s.seq_len - 1, -1, -1)[None, :]
 
     def _stream_epoch(self, epoch, chosen, shuffle, drop_last) -> Iterator[Batch]:
-        """Runs of consecutive blocks, each read once per variant in one contiguous read (in the
-        background, ahead of use); samples are shuffled through a pool of several runs and gathered per
-        batch straight from the rows read (moved to the device first, so a GPU does the gathering)."""
+        """Runs of consecutive blocks, each read once per variant in one contiguous read, in the
+        background ahead of use. Each run's samples are spread at random over the rounds of the next
+        `buffer_blocks` runs read (one round per run), so a batch mixes samples of that many runs, the
+        next run is read while a round's batches are gathered, and a run's rows are let go after its
+        last round. Batches are gathered straight from the rows read (moved to the device first, so a
+        GPU does the gathering); a round's last samples short of a batch go to the next round."""
         rng = np.random.default_rng([self.s.seed, epoch, 2])
         runs = self._runs()
         if shuffle:
             runs = [runs[i] for i in rng.permutation(len(runs))]
         runs = runs[self.rank::self.world]
+        pool_runs = self.s.buffer_blocks if shuffle else 1
         reads = in_background((partial(self._read_run, *run, chosen) for run in runs), self.s.read_ahead)
-        pool: list[tuple[dict, np.ndarray, np.ndarray]] = []  # (rows read, sample ids, (n, T) rows within)
+        held: dict[int, dict] = {}  # run number -> its rows read, on the device
+        due: dict[int, list] = {}  # round -> [(run number, sample ids, (n, T) rows within the run's rows)]
+        carried = []  # (rows, ids, local) of the last round's samples short of a batch
         for n, (rows, ids, local) in enumerate(reads):
-            pool.append(({k: v.to(self.device, non_blocking=True) for k, v in rows.items()}, ids, local))
-            if len(pool) < self.s.buffer_blocks and n < len(runs) - 1:
-                continue
-            source = np.concatenate([np.full(len(p[1]), i) for i, p in enumerate(pool)])
-            ids = np.concatenate([p[1] for p in pool])
-            local = np.concatenate([p[2] for p in pool])
-            order = rng.permutation(len(ids)) if shuffle else np.arange(len(ids))
-            end = len(order) if n == len(runs) - 1 else len(order) - len(order) % self.s.batch_size
-            for start in range(0, end, self.s.batch_size):
-                pick = order[start:start + self.s.batch_size]
-                if drop_last and len(pick) < self.s.batch_size:
-                    break
-                pick = pick[np.argsort(source[pick], kind="stable")]  # one gather per pooled run
-                yield self._batch(self._gather(pool, source[pick], local[pick]), ids[pick], chosen[ids[pick]])
-            rest = order[end:]  # fewer than a batch: carried over as their own sequences
-            rest = rest[np.argsort(source[rest], kind="stable")]
-            pool = [(self._gather(pool, source[rest], local[rest], flat=True), ids[rest],
-                     np.arange(len(rest) * self.s.seq_len).reshape(len(rest), self.s.seq_len))] if len(rest) else []
+            held[n] = {k: v.to(self.device, non_blocking=True) for k, v in rows.items()}
+            # rounds before the pool first fills are one round: the first batches mix as many runs as the rest
+            when = np.maximum(n + (rng.integers(0, pool_runs, len(ids)) if shuffle else np.zeros(len(ids), int)),
+                              pool_runs - 1)
+            for r in np.unique(when):
+                due.setdefault(int(r), []).append((n, ids[when == r], local[when == r]))
+            rounds = sorted(due) if n == len(runs) - 1 else [n] if n >= pool_runs - 1 else []
+            for r in rounds:
+                final = r == rounds[-1] and n == len(runs) - 1
+                carried = yield from self._round(carried, [(held[m], i, l) for m, i, l in due.pop(r, [])], chosen,
+                                                 rng if shuffle else None, drop_last, final)
+                held.pop(r - pool_runs + 1, None)
+
+    def _round(self, carried, parts, chosen, rng, drop_last, final) -> Generator[Batch, None, list]:
+        """Batches of the samples carried over from the last round, first, then those of `parts`
+        [(rows, ids, local)], shuffled by rng unless None; returns the samples short of a batch, gathered
+        into one part of their own, unless this is the final round."""
+        parts = carried + parts
+        if not parts:
+            return []
+        source = np.concatenate([np.full(len(p[1]), i) for i, p in enumerate(parts)])
+        ids = np.concatenate([p[1] for p in parts])
+        local = np.concatenate([p[2] for p in parts])
+        first = len(carried[0][1]) if carried else 0
+        order = np.concatenate([np.arange(first), first + (rng.permutation(len(ids) - first) if rng is not None
+                                                           else np.arange(len(ids) - first))])
+        end = len(order) if final else len(order) - len(order) % self.s.batch_size
+        for start in range(0, end, self.s.batch_size):
+            pick = order[start:start + self.s.batch_size]
+            if drop_last and len(pick) < self.s.batch_size:
+                break
+            pick = pick[np.argsort(source[pick], kind="stable")]  # one gather per part
+            yield self._batch(self._gather(parts, source[pick], local[pick]), ids[pick], chosen[ids[pick]])
+        rest = order[end:]
+        if not len(rest):
+            return []
+        rest = rest[np.argsort(source[rest], kind="stable")]
+        return [(self._gather(parts, source[rest], local[rest], flat=True), ids[rest],
+                 np.arange(len(rest) * self.s.seq_len).reshape(len(rest), self.s.seq_len))]
 
     def _gather(self, pool, source: np.ndarray, local: np.ndarray, flat: bool = False) -> dict[str, torch.Tensor]:
         """Sequences (n, T, ...) of pooled rows, written straight into one output tensor per array;

@@ -5,7 +5,7 @@ import torch
 import zarr
 from zarr.codecs import BloscCodec
 
-from cache.buffers import HUGE_PAGE, empty_array, empty_tensor
+from cache.buffers import HUGE_PAGE, BufferPool, empty_array, empty_tensor
 from cache.store import _raw_chunk_folder, read_rows
 
 RANGES = [(0, 50), (3, 21), (16, 24), (45, 50), (7, 7), (0, None), (40, 100)]
@@ -47,3 +47,22 @@ def test_large_buffers_hold_what_is_written_for_as_long_as_they_are_used():
     assert float(array.astype(np.float32).sum()) == 1.5 * array.size and int(view.sum()) == -3 * view.numel()
     small = empty_tensor((2, 3), torch.float32, torch.device("cpu"))
     assert small.shape == (2, 3) and small.dtype == torch.float32
+
+
+def test_a_large_buffer_is_reused_only_once_nothing_uses_it():
+    pool = BufferPool(max_idle_bytes=8 * HUGE_PAGE)
+    address = lambda a: a.__array_interface__["data"][0]  # noqa: E731
+    first = pool.array((4 * HUGE_PAGE,), np.uint8)
+    first[:] = 7
+    tensor = torch.from_numpy(first)[10:]  # a view in torch keeps the memory in use
+    where = address(first)
+    del first
+    second = pool.array((4 * HUGE_PAGE,), np.uint8)
+    assert address(second) != where and int(tensor.min()) == 7
+    del tensor
+    assert pool.idle_bytes() == 4 * HUGE_PAGE
+    reused = pool.array((2 * HUGE_PAGE - 50, 1), np.float16)  # a little smaller and another dtype: fits
+    assert address(reused) == where and reused.shape == (2 * HUGE_PAGE - 50, 1) and pool.idle_bytes() == 0
+    small = pool.array((HUGE_PAGE,), np.uint8)  # far smaller: a map of its own
+    del reused, second, small
+    assert pool.idle_bytes() == 5 * HUGE_PAGE  # 9 came back; the oldest 4 went to keep at most 8

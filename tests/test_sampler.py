@@ -1,5 +1,6 @@
 """The sequence sampler: exact indices on a synthetic cache whose tokens encode their recording row."""
 import threading
+import weakref
 from collections import Counter
 from dataclasses import replace
 from functools import partial
@@ -144,6 +145,39 @@ def test_reading_ahead_gives_exactly_the_batches_of_reading_in_place(tmp_path, t
         np.testing.assert_array_equal(a.ids, b.ids)
         assert torch.equal(a.keys, b.keys) and a.stored.keys() == b.stored.keys()
         assert all(torch.equal(a.stored[k], b.stored[k]) for k in a.stored)
+
+
+def test_stream_mode_gathers_while_reading_and_lets_each_read_go_after_buffer_blocks_more(tmp_path, two_episodes):
+    cache = synthetic_cache(tmp_path, two_episodes)
+    s = SamplerSettings(seq_len=3, stride_s=0.2, batch_size=3, mode="stream", buffer_blocks=2, blocks_per_read=1,
+                        read_ahead=0, seed=1)
+    sampler = SequenceSampler(cache, whole(two_episodes), s)
+    read_run, reads, run_of = sampler._read_run, [], {}
+
+    def logged_read(*args):
+        rows, ids, local = read_run(*args)
+        run_of.update((int(i), len(reads)) for i in ids)
+        reads.append(weakref.ref(rows["patch"]))
+        return rows, ids, local
+
+    sampler._read_run = logged_read
+    batches = []
+    for batch in sampler.epoch(0):
+        alive = {n for n, ref in enumerate(reads) if ref() is not None}
+        batches.append((len(reads), alive, {run_of[i] for i in sampler_ids(sampler, batch)}))
+    assert len(reads) >= 4 and sorted(run_of) == list(range(len(sampler)))
+    # after the pool's first fill, every read is followed by batches before the next read
+    assert {n for n, _, _ in batches} >= set(range(2, len(reads)))
+    for n, alive, runs in batches:
+        assert alive <= {n - 2, n - 1}  # a read's rows go once two reads after it have been read
+        assert min(runs) >= n - 3  # its samples too (a round's last few go first in the next)
+    assert sum(len(runs) > 1 for _, _, runs in batches) > len(batches) / 2  # batches mix runs
+
+
+def sampler_ids(sampler, batch):
+    """Each sample's row in the sampler's table."""
+    table = {tuple(row): i for i, row in enumerate(sampler.table[:, :3].tolist())}
+    return [table[tuple(row)] for row in batch.ids[:, :3].tolist()]
 
 
 @pytest.mark.parametrize("mode", ["ram", "stream"])

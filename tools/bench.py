@@ -69,7 +69,7 @@ def make_settings(out: Path, device: torch.device, backbones: tuple[str, ...], q
         sizes = dict(backbone=BackboneBench(backbones, batch=64, iters=10),
                      stage1=Stage1Bench(main, episodes=4, frames=512, batch=64, block_rows=256, rounds=2),
                      p1=TrainBench(main, cache_steps=200, seed_steps=20, rounds=2, episodes=4, frames=500),
-                     p3=ReadBench(main, gb=p3_gb, rounds=2),
+                     p3=ReadBench(main, gb=p3_gb, rounds=3),
                      p4=DriveBench(main, decisions=100, warmup=10, rounds=2),
                      cache_bytes=CacheBytesBench(backbones, frames=64))
     elif gpu:
@@ -83,7 +83,7 @@ def make_settings(out: Path, device: torch.device, backbones: tuple[str, ...], q
         sizes = dict(backbone=BackboneBench(backbones, batch=4, iters=3),
                      stage1=Stage1Bench(main, episodes=2, frames=32, batch=16, block_rows=32, rounds=2),
                      p1=TrainBench(main, cache_steps=20, seed_steps=1, rounds=2, episodes=2, frames=200),
-                     p3=ReadBench(main, gb=p3_gb, rounds=2),
+                     p3=ReadBench(main, gb=p3_gb, rounds=3),
                      p4=DriveBench(main, decisions=6, warmup=2, rounds=2),
                      cache_bytes=CacheBytesBench(backbones, frames=4))
     else:  # quick on a CPU: the smallest sizes that still run every code path

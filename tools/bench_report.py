@@ -26,6 +26,7 @@ def _goal_rows(figures: dict, quick: bool) -> list[str]:
         f = figures["p3"]
         rows.append(f"| P3 sampler stream read ÷ plain sequential read ({f['cache_gb']:.1f} GB, page cache {f['page_cache']}) "
                     f"| {f['efficiency']:.2f} ({f['sampler_bytes_per_s'] / 1e9:.2f} vs {f['plain_bytes_per_s'] / 1e9:.2f} GB/s; "
+                    f"{f['efficiency_first_epoch']:.2f} in a first epoch, on fresh memory; "
                     f"{f['efficiency_float32']:.2f} with the float32 conversion the training step does) "
                     f"| ≥ {f['goal']:.1f} | {_met(f['efficiency'], f['goal'])} |")
     if "p4" in figures:
