@@ -42,6 +42,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
     c = p.add_argument_group("controller (defaults from the checkpoint)")
     c.add_argument("--max-steer", type=float, help="a/d held for at most this fraction of the decision interval")
+    c.add_argument("--steer-gain", type=float, help="proportional steering: a/d held for gain · |p(a) - p(d)| of the interval")
     c.add_argument("--gas-threshold", type=float, help="w held while p(w) >= this")
     c.add_argument("--brake-threshold", type=float, help="s held while p(s) >= this")
     c.add_argument("--thresholded", action="store_true", help="steer by threshold instead of proportionally")
@@ -111,7 +112,7 @@ def check_args(args) -> None:
 
 
 def controller_settings(args, defaults: ControllerSettings) -> ControllerSettings:
-    overrides = {"max_steer": args.max_steer, "gas_threshold": args.gas_threshold,
+    overrides = {"max_steer": args.max_steer, "steer_gain": args.steer_gain, "gas_threshold": args.gas_threshold,
                  "brake_threshold": args.brake_threshold, "proportional": False if args.thresholded else None,
                  "proportional_gas": args.proportional_gas}
     return ControllerSettings(**{**dataclasses.asdict(defaults), **{k: v for k, v in overrides.items() if v is not None}})
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
 def run_eval(agent: Agent, controller: ControllerSettings, seeds: list[int], game_settings: GameSettings, args) -> None:
     timing = f"latency {args.latency:g} s" if args.latency else "wall time"
     print(f"evaluating {agent.path} on {len(seeds)} tracks ({timing}, {'proportional' if controller.proportional else 'thresholded'} "
-          f"steering, max steer {controller.max_steer:g}, {'proportional' if controller.proportional_gas else 'thresholded'} gas)")
+          f"steering, gain {controller.steer_gain:g}, max steer {controller.max_steer:g}, {'proportional' if controller.proportional_gas else 'thresholded'} gas)")
     runs = evaluate_agent(agent, seeds, args.latency, controller, game_settings, args.mode, args.video)
     latency = args.latency or expert_latency(runs)
     name = f"expert @ {latency:g} s" + ("" if args.latency else " (the agent's mean interval)")

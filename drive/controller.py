@@ -15,6 +15,7 @@ from data.labels import KEYS
 @dataclass
 class ControllerSettings:
     max_steer: float = 1.0  # a/d are held for at most this fraction of the decision interval
+    steer_gain: float = 1.0  # proportional steering holds a/d for gain · |p(a) - p(d)| of the interval
     gas_threshold: float = 0.5  # w held while p(w) >= this
     brake_threshold: float = 0.5  # s held while p(s) >= this
     steer_threshold: float = 0.5  # thresholded variant only: a/d pressed while p >= this
@@ -24,6 +25,8 @@ class ControllerSettings:
     def check(self) -> None:
         if not 0.0 <= self.max_steer <= 1.0:
             raise UserError(f"--max-steer {self.max_steer}: must be a fraction of the interval in [0, 1]")
+        if not self.steer_gain > 0:
+            raise UserError(f"--steer-gain {self.steer_gain}: must be > 0")
         for name in ("gas_threshold", "brake_threshold", "steer_threshold"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -33,8 +36,9 @@ class ControllerSettings:
 def decide(probs, interval_s: float, settings: ControllerSettings) -> dict[str, float]:
     """Probabilities (4,) for w, a, s, d and the time since the last decision → hold plan.
 
-    Proportional steering: delta = p(a) - p(d); the winning side is held for |delta| · interval,
-    at most max_steer · interval. w and s are held until the next decision or released by threshold;
+    Proportional steering: delta = p(a) - p(d); the winning side is held for steer_gain · |delta| · interval,
+    at most max_steer · interval. A gain above 1 makes up for a head whose probabilities are less sure
+    than the player's keys were (it averages over states it cannot tell apart, and corners come out soft). w and s are held until the next decision or released by threshold;
     when both pass, only the more probable one is held (w on a tie). With proportional_gas, w is held
     for p(w) · interval instead (until the next decision from p(w) >= 0.99 on), unless s wins.
     """
@@ -57,7 +61,7 @@ def decide(probs, interval_s: float, settings: ControllerSettings) -> dict[str, 
     hold["s"] = math.inf if brake else 0.0
 
     if settings.proportional:
-        strength = abs(pa - pd)
+        strength = settings.steer_gain * abs(pa - pd)
     else:
         a_on, d_on = pa >= settings.steer_threshold, pd >= settings.steer_threshold
         strength = 1.0 if (a_on or d_on) and pa != pd else 0.0

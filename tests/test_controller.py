@@ -29,6 +29,14 @@ def test_steer_capped_at_max_steer_fraction_of_interval():
     assert hold["a"] == pytest.approx(0.05)
 
 
+def test_steer_gain_scales_the_hold_up_to_the_cap():
+    gain = ControllerSettings(steer_gain=1.5, max_steer=0.9)
+    assert decide([0, 0.5, 0, 0.1], 0.2, gain)["a"] == pytest.approx(1.5 * 0.4 * 0.2)
+    assert decide([0, 0.1, 0, 0.8], 0.2, gain)["d"] == pytest.approx(0.9 * 0.2)  # 1.5 · 0.7 > 0.9: capped
+    with pytest.raises(UserError, match="--steer-gain"):
+        ControllerSettings(steer_gain=0).check()
+
+
 def test_equal_steer_probabilities_release_both():
     hold = decide([0.0, 0.8, 0.0, 0.8], 0.3, ControllerSettings())
     assert hold["a"] == 0 and hold["d"] == 0

@@ -56,13 +56,16 @@ def main() -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--max-steer", type=float, default=ControllerDefaults.max_steer,
                    help="controller default stored in the checkpoint")
+    p.add_argument("--steer-gain", type=float, default=ControllerDefaults.steer_gain,
+                   help="controller default stored in the checkpoint: a/d held for gain · |p(a) - p(d)| of each interval")
     p.add_argument("--proportional-gas", action="store_true",
                    help="controller default stored in the checkpoint: w held for p(w) of each interval "
                         "(for games driven with partial throttle, like the CarRacing expert)")
     args = p.parse_args()
     s = settings_from_args(args, args.cache, args.out)
     s.pos_weight, s.patience, s.resume = args.pos_weight, args.patience, args.resume
-    s.controller = ControllerDefaults(max_steer=args.max_steer, proportional_gas=args.proportional_gas)
+    s.controller = ControllerDefaults(max_steer=args.max_steer, steer_gain=args.steer_gain,
+                                      proportional_gas=args.proportional_gas)
     train(s)
 
 

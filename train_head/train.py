@@ -30,6 +30,7 @@ class ControllerDefaults:
     """Driving defaults stored in the checkpoint (drive may override them)."""
 
     max_steer: float = 1.0
+    steer_gain: float = 1.0
     gas_threshold: float = 0.5
     brake_threshold: float = 0.5
     proportional_gas: bool = False
