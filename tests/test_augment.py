@@ -85,7 +85,7 @@ def test_geometric_variants_do_not_smear_the_minimap_into_the_scene(gta5):
 
 
 def test_flip_twice_is_identity(gta5):
-    for profile, shape in ((gta5, (180, 240, 3)), (load_profile("carracing"), (160, 240, 3))):
+    for profile, shape in ((gta5, (180, 240, 3)), (load_profile("carracing"), load_profile("carracing").frame_shape)):
         frames = road_frames(3, shape=shape, hud=profile.hud)
         keys = np.array([[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 0, 1]], dtype=np.uint8)
         once, keys1 = apply_variant(frames, keys, "flip", profile, seed=0, episode="ep", block=0)
@@ -243,7 +243,7 @@ def test_augment_grid_has_a_row_per_variant(tmp_path, gta5):
 
 
 def test_augment_grid_refuses_bad_input_without_output(tmp_path, gta5):
-    _episode(tmp_path / "ep.zarr", road_frames(8, shape=(160, 240, 3)), forward(8))
+    _episode(tmp_path / "ep.zarr", road_frames(8, shape=load_profile("carracing").frame_shape), forward(8))
     with pytest.raises(UserError, match="pass the right --profile"):
         write_augment_grid(tmp_path / "ep.zarr", gta5, tmp_path / "grid.png")
     with pytest.raises(UserError, match="too few"):

@@ -11,6 +11,7 @@ import pytest
 
 from data.episode import Episode
 from data.errors import UserError
+from data.profiles import load_profile
 from drive.__main__ import main
 from drive.carracing import CarRacingGame, GameSettings, RealTimeGame, TrackStats
 from drive.evaluate import GameKeys, TrackRun, evaluate_agent, evaluate_expert, format_table, parse_seeds
@@ -170,7 +171,7 @@ def test_record_expert_cli_writes_episodes(tmp_path, capsys):
     episodes = sorted((tmp_path / "rec").iterdir())
     assert [p.name for p in episodes] == ["expert-seed5-000-regular.zarr"]  # 6 s: less than one track
     episode = Episode(episodes[0])
-    assert len(episode) == 60 and episode.frame_shape == (160, 240, 3) and episode.complete
+    assert len(episode) == 60 and episode.frame_shape == load_profile("carracing").frame_shape and episode.complete
     assert (episode.attrs["track_seed"], episode.attrs["source"], episode.profile) == (5, "expert", "carracing")
     assert episode.keys[:].any(axis=0)[0]  # the expert pressed w
     assert "expert-seed5-000-regular.zarr: track 5, 60 frames" in capsys.readouterr().out

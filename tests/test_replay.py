@@ -1,4 +1,6 @@
 """tools.replay: a checkpoint run offline over a recording, sequences picked as the live loop picks them."""
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -6,6 +8,7 @@ import torch
 
 from data.episode import Episode
 from data.errors import UserError
+from data.profiles import load_profile
 from drive.agent import load_agent
 from tests.test_agent import make_checkpoint, write_profile_episode
 from tools.replay import label_rows, main, replay_probs
@@ -31,7 +34,9 @@ def test_replay_writes_a_video_frame_per_recorded_frame_and_a_timeline(ckpt, tmp
           "--timeline", str(tmp_path / "r.png")])
     frames = read_video(tmp_path / "r.mp4")
     assert len(frames) == 24
-    assert frames[0].shape == (160 * 3 + 64, 240 * 3, 3)  # enlarged to >= 600 px wide, panel below
+    h, w, _ = load_profile("carracing").frame_shape
+    scale = -(-600 // w)  # enlarged by a whole factor to >= 600 px wide, panel below
+    assert scale > 1 and frames[0].shape == (h * scale + 64, w * scale, 3)
     timeline = cv2.imread(str(tmp_path / "r.png"))
     assert timeline is not None and timeline.shape[0] > 300 and timeline.shape[1] > 600
     out = capsys.readouterr().out
@@ -65,7 +70,8 @@ def test_labels_are_the_keys_after_the_label_shift():
 def test_bad_input_is_refused_and_leaves_nothing(ckpt, tmp_path):
     write_profile_episode(tmp_path / "gta.zarr", "gta5", n=6)
     out = tmp_path / "out"
-    with pytest.raises(UserError, match=r"gta\.zarr: frames \(180, 240, 3\) differ from the \(160, 240, 3\)"):
+    carracing = re.escape(str(load_profile("carracing").frame_shape))
+    with pytest.raises(UserError, match=rf"gta\.zarr: frames \(180, 240, 3\) differ from the {carracing}"):
         main(["--ckpt", str(ckpt), str(tmp_path / "gta.zarr"), "--out", str(out / "r.mp4"), "--timeline", str(out / "r.png")])
     assert not out.exists() or list(out.iterdir()) == []
     with pytest.raises(UserError, match="--out .*must end in .mp4"):

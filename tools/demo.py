@@ -1,6 +1,6 @@
 """The whole pipeline on the embedded CarRacing game, from nothing: `make demo`.
 
-    python -m tools.demo [--out runs/demo] [--minutes 5] [--dagger-rounds 1] [--steps 1000] [--tracks 10]
+    python -m tools.demo [--out runs/demo] [--minutes 8] [--dagger-rounds 3] [--steps 1000] [--tracks 10]
 
 1. the scripted expert drives tracks (seeds 0, 1, ...) and is recorded like a player would be, now
    and then pushed off its line so that the demos show how to get back (the keys stay the expert's);
@@ -38,14 +38,14 @@ from train_head.train import ControllerDefaults, TrainSettings, train
 @dataclass(frozen=True)
 class DemoSettings:
     out: Path = Path("runs/demo")
-    minutes: float = 5.0  # expert game time recorded (10 fps: 600 frames a minute)
+    minutes: float = 8.0  # expert game time recorded (10 fps: 600 frames a minute)
     perturb_every: float = 2.0  # mean seconds between pushes off the line in the demos (recovery data)
-    dagger_rounds: int = 1  # rounds of the agent driving while the expert labels (DAgger)
-    dagger_minutes: float = 2.5  # game time the agent drives per round
+    dagger_rounds: int = 3  # rounds of the agent driving while the expert labels (DAgger)
+    dagger_minutes: float = 2.0  # game time the agent drives per round
     dagger_first_track: int = 500  # round r drives tracks 500 + 100 (r - 1), ...
     backbone: str = "dinov2_vits14"
     pca_dim: int | None = 96  # keeps the cache in RAM and the head quick on a CPU
-    variants: tuple[str, ...] = ("clean", "flip")
+    variants: tuple[str, ...] = ("clean", "flip")  # flip evens out the bends: a track loops one way, so most turn alike
     steps: int = 1000  # training steps of the final head; best.pt keeps the best val loss
     pilot_steps: int = 500  # ... of the heads that only drive for DAgger (their val loss bottoms out near 500)
     latency: float = 0.1  # thinking time of the agent while driving, and so the label shift
