@@ -1,4 +1,5 @@
 """drive.agent: a checkpoint's features and head in the live loop equal what stage 1 cached and stage 2 trained on."""
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from extract_features.pipeline import ExtractSettings, extract
 from tests.conftest import synthetic_frames, synthetic_keys
 from train_head.checkpoint import save_checkpoint
 from train_head.heads import HeadSettings, build_head
-from train_head.train import TrainSettings, _drive_settings, _projection
+from train_head.train import ControllerDefaults, TrainSettings, _drive_settings, _projection
 
 
 def silent(*args):
@@ -115,10 +116,12 @@ def test_other_backbone_weights_are_refused(tmp_path):
 def test_controller_defaults_come_from_the_checkpoint(tmp_path):
     ckpt, _ = make_checkpoint(tmp_path)
     payload = torch.load(ckpt, weights_only=True)
-    payload["settings"]["controller"] = {"max_steer": 0.7, "gas_threshold": 0.4, "brake_threshold": 0.6}
+    stored = ControllerDefaults(max_steer=0.7, steer_gain=1.4, gas_threshold=0.4, brake_threshold=0.6)
+    payload["settings"]["controller"] = dataclasses.asdict(stored)  # as train_head stores them
     torch.save(payload, ckpt)
     agent = load_agent(ckpt, device="cpu", log=silent)
-    assert (agent.controller().max_steer, agent.controller().gas_threshold, agent.controller().brake_threshold) == (0.7, 0.4, 0.6)
+    c = agent.controller()
+    assert (c.max_steer, c.steer_gain, c.gas_threshold, c.brake_threshold) == (0.7, 1.4, 0.4, 0.6)
     tuned = agent.controller(max_steer=0.3, gas_threshold=None, proportional=False)
     assert (tuned.max_steer, tuned.gas_threshold, tuned.proportional) == (0.3, 0.4, False)
     assert (agent.seq_len, agent.stride_s, agent.profile.name) == (3, 0.2, "carracing")

@@ -152,6 +152,7 @@ def test_cli_errors_are_one_line_and_write_nothing(ckpt, tmp_path):
              (["--eval", "--telemetry", str(tmp_path / "t.jsonl")], "single run"),
              (["--region", "0,0,800,600"], "--region works with --game gta5 only"),
              (["--max-steer", "2"], "--max-steer"),
+             (["--steer-gain", "0"], "--steer-gain 0.0: must be > 0"),
              (["--latency", "0"], "--latency 0.0: must be > 0")]
     for extra, message in cases:
         with pytest.raises(UserError, match=message):
@@ -211,11 +212,13 @@ def test_gta5_path_with_a_fake_screen(tmp_path, monkeypatch, capsys):
 def test_controller_flags_override_the_checkpoint_defaults():
     from drive.__main__ import controller_settings, parser
     from drive.controller import ControllerSettings
-    defaults = ControllerSettings(proportional_gas=True, max_steer=0.8)
+    defaults = ControllerSettings(proportional_gas=True, max_steer=0.8, steer_gain=1.2)
     keep = controller_settings(parser().parse_args(["--ckpt", "c.pt"]), defaults)
     assert keep == defaults
     changed = controller_settings(parser().parse_args(["--ckpt", "c.pt", "--threshold-gas", "--thresholded"]), defaults)
     assert not changed.proportional_gas and not changed.proportional and changed.max_steer == 0.8
+    assert changed.steer_gain == 1.2
+    assert controller_settings(parser().parse_args(["--ckpt", "c.pt", "--steer-gain", "1.5"]), defaults).steer_gain == 1.5
     on = controller_settings(parser().parse_args(["--ckpt", "c.pt", "--proportional-gas"]), ControllerSettings())
     assert on.proportional_gas
     with pytest.raises(SystemExit):  # one or the other

@@ -1,6 +1,6 @@
 """The whole pipeline on the embedded CarRacing game, from nothing: `make demo`.
 
-    python -m tools.demo [--out runs/demo] [--minutes 8] [--dagger-rounds 3] [--steps 1000] [--tracks 10]
+    python -m tools.demo [--out runs/demo] [--minutes 8] [--dagger-rounds 3] [--dagger-minutes 2] [--steps 1000] [--tracks 10]
 
 1. the scripted expert drives tracks (seeds 0, 1, ...) and is recorded like a player would be, now
    and then pushed off its line so that the demos show how to get back (the keys stay the expert's);
@@ -180,15 +180,21 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=d.out)
     p.add_argument("--minutes", type=float, default=d.minutes, help="expert game time to record (default: %(default)s)")
     p.add_argument("--dagger-rounds", type=int, default=d.dagger_rounds,
-                   help=f"rounds of the agent driving {d.dagger_minutes:g} min while the expert labels (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=d.steps, help="training steps per round (default: %(default)s)")
+                   help="rounds of the agent driving while the expert labels (default: %(default)s)")
+    p.add_argument("--dagger-minutes", type=float, default=d.dagger_minutes,
+                   help="game time the agent drives per DAgger round (default: %(default)s; 3 drove better but "
+                        "takes the demo past 15 minutes on a 2-core CPU)")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"training steps of the final head (default: %(default)s; "
+                                                             f"the heads that pilot a DAgger round: {d.pilot_steps})")
     p.add_argument("--tracks", type=int, default=d.tracks, help="held-out tracks to drive (default: %(default)s)")
     p.add_argument("--backbone", default=d.backbone)
     args = p.parse_args()
     if args.dagger_rounds < 0:
         raise UserError(f"--dagger-rounds {args.dagger_rounds}: must be >= 0")
+    if not args.dagger_minutes > 0:
+        raise UserError(f"--dagger-minutes {args.dagger_minutes}: must be > 0")
     run(DemoSettings(out=args.out, minutes=args.minutes, steps=args.steps, tracks=args.tracks, backbone=args.backbone,
-                     dagger_rounds=args.dagger_rounds))
+                     dagger_rounds=args.dagger_rounds, dagger_minutes=args.dagger_minutes))
 
 
 if __name__ == "__main__":
