@@ -37,10 +37,10 @@ def decide(probs, interval_s: float, settings: ControllerSettings) -> dict[str, 
     """Probabilities (4,) for w, a, s, d and the time since the last decision → hold plan.
 
     Proportional steering: delta = p(a) - p(d); the winning side is held for steer_gain · |delta| · interval,
-    at most max_steer · interval. A gain above 1 makes up for a head whose probabilities are less sure
-    than the player's keys were (it averages over states it cannot tell apart, and corners come out soft). w and s are held until the next decision or released by threshold;
-    when both pass, only the more probable one is held (w on a tie). With proportional_gas, w is held
-    for p(w) · interval instead (until the next decision from p(w) >= 0.99 on), unless s wins.
+    at most max_steer · interval (a gain above 1 is for a head that steers too softly; on CarRacing 1 drove
+    best). w and s are held until the next decision or released by threshold; when both pass, only the
+    more probable one is held (w on a tie). With proportional_gas, w is held for p(w) · interval instead
+    (until the next decision from p(w) >= 0.99 on), unless s wins.
     """
     p = np.asarray(probs, dtype=np.float64).reshape(-1)
     if p.shape != (4,) or not np.isfinite(p).all():

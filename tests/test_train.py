@@ -82,6 +82,10 @@ def test_cli_one_line_errors(tmp_path):
     r = subprocess.run([sys.executable, "-m", "train_head", "--cache", str(tmp_path / "nope"), "--out", str(tmp_path / "o")],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().startswith("error:") and "not a feature cache" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "train_head", "--cache", str(tmp_path / "nope"), "--out", str(tmp_path / "o"),
+                        "--steer-gain", "0"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr == "error: --steer-gain 0.0: must be > 0\n"
+    assert not (tmp_path / "o").exists()
 
 
 def test_ablation_grid_trains_each_setting_with_the_same_seeds(cache, tmp_path):

@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 from cache.sampler import SamplerSettings
-from data.errors import run_cli
+from data.errors import UserError, run_cli
 from data.split import SplitSettings
 from train_head.heads import KINDS, TOKENS, HeadSettings
 from train_head.optim import OptimSettings
@@ -62,6 +62,11 @@ def main() -> None:
                    help="controller default stored in the checkpoint: w held for p(w) of each interval "
                         "(for games driven with partial throttle, like the CarRacing expert)")
     args = p.parse_args()
+    # checked here, before a checkpoint stores them: drive would refuse them only at the first decision
+    if not 0.0 <= args.max_steer <= 1.0:
+        raise UserError(f"--max-steer {args.max_steer}: must be a fraction of the interval in [0, 1]")
+    if not args.steer_gain > 0:
+        raise UserError(f"--steer-gain {args.steer_gain}: must be > 0")
     s = settings_from_args(args, args.cache, args.out)
     s.pos_weight, s.patience, s.resume = args.pos_weight, args.patience, args.resume
     s.controller = ControllerDefaults(max_steer=args.max_steer, steer_gain=args.steer_gain,
