@@ -182,8 +182,8 @@ def main() -> None:
     p.add_argument("--dagger-rounds", type=int, default=d.dagger_rounds,
                    help="rounds of the agent driving while the expert labels (default: %(default)s)")
     p.add_argument("--dagger-minutes", type=float, default=d.dagger_minutes,
-                   help="game time the agent drives per DAgger round (default: %(default)s; 3 drove better but "
-                        "takes the demo past 15 minutes on a 2-core CPU)")
+                   help="game time the agent drives per DAgger round (default: %(default)s; 3 scored higher in one "
+                        "run but takes the demo past 15 minutes on a 2-core CPU)")
     p.add_argument("--steps", type=int, default=d.steps, help=f"training steps of the final head (default: %(default)s; "
                                                              f"the heads that pilot a DAgger round: {d.pilot_steps})")
     p.add_argument("--tracks", type=int, default=d.tracks, help="held-out tracks to drive (default: %(default)s)")
