@@ -1,7 +1,12 @@
 """`make demo` end to end at toy size: expert demos, stage 1, a pilot head per DAgger round, the rounds,
 the final head, the table; a second run finds every step done."""
+import pytest
+
 from data.episode import Episode
+from data.errors import UserError
+from data.profiles import load_profile
 from extract_features.backbone import RAW_PATCHES
+from tests.test_agent import write_profile_episode
 from tools.demo import DemoSettings, run
 
 
@@ -24,3 +29,13 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "recordings already in" in out and "DAgger round 2 already recorded" in out
     assert out.count("head already trained") == 3 and "training the head" not in out
+
+
+def test_demo_refuses_a_folder_of_frames_of_another_size(tmp_path):
+    old = tmp_path / "demo" / "recordings" / "expert-seed0-000-regular.zarr"
+    write_profile_episode(old, "gta5", n=4)  # 240x180, as an earlier demo's 240x160 would be
+    h, w, _ = load_profile("carracing").frame_shape
+    with pytest.raises(UserError, match=rf"expert-seed0-000-regular\.zarr: frames of 240x180, but the demo now records "
+                                        rf"{w}x{h}; remove .*demo or pass another --out"):
+        run(DemoSettings(out=tmp_path / "demo"))
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["recordings"]

@@ -22,7 +22,9 @@ import torch
 
 from cache.reduce import Reduction
 from cache.sampler import SamplerSettings
+from data.episode import Episode
 from data.errors import UserError, run_cli
+from data.profiles import load_profile
 from data.split import SplitSettings
 from drive.evaluate import evaluate_agent, evaluate_expert, format_table
 from drive.dagger import record_dagger
@@ -67,12 +69,22 @@ def demo_weights(backbone: str) -> str:
 def record(s: DemoSettings, log) -> Path:
     recordings = s.out / "recordings"
     if recordings.exists():
+        check_frame_size(recordings, s.out)
         log(f"recordings already in {recordings}")
     else:
         log(f"recording {s.minutes:g} min of expert driving into {recordings}")
         record_expert(recordings, s.minutes, seed=0,
                       settings=RecordSettings(latency=s.latency, perturb_every=s.perturb_every))
     return recordings
+
+
+def check_frame_size(recordings: Path, out: Path) -> None:
+    """A demo folder from an earlier version may hold frames of another size (CarRacing's were 240x160)."""
+    first = next(iter(sorted(recordings.glob("*.zarr"))), None)
+    expected = load_profile(RecordSettings().game.profile).frame_shape
+    if first is not None and (shape := Episode(first).frame_shape) != expected:
+        raise UserError(f"{first}: frames of {shape[1]}x{shape[0]}, but the demo now records {expected[1]}x{expected[0]}; "
+                        f"remove {out} or pass another --out")
 
 
 def features(s: DemoSettings, log, backbone: str | None = None, cache: Path | None = None) -> tuple[Path, str]:
