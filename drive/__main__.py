@@ -8,29 +8,22 @@
 import argparse
 import dataclasses
 import os
-import sys
-import time
 from pathlib import Path
 
-import cv2
-import torch
-
 from data.errors import UserError, run_cli
-from data.screen import Region, ScreenSource, find_window_region
+from data.screen import Region
 from drive.agent import Agent, load_agent
 from drive.carracing import CarRacingGame, GameSettings
 from drive.controller import ControllerSettings
 from drive.evaluate import (TrackSettings, check_agent_plays_carracing, evaluate_agent, evaluate_expert,
                             expert_latency, format_table, parse_seeds, run_track)
-from drive.keys import KeyboardPackageSink, KeyScheduler, RecordingSink, WindowsSendInputSink
-from drive.loop import MODES, DriveParts, KeyboardHotkeys, LoopSettings, drive
+from drive.gta5.session import KEY_OUTPUTS, GtaOptions, drive_gta5 as drive_gta5_window
+from drive.loop import MODES, LoopSettings
 from drive.video import VideoWriter, check_video_path
 
 GAMES = ("carracing", "gta5")
-KEY_SINKS = {"sendinput": WindowsSendInputSink, "keyboard": KeyboardPackageSink, "virtual": RecordingSink}
 DEFAULT_SEED = 1000  # tools.record --expert records tracks 0, 1, 2, ... by default: drive elsewhere
 DEFAULT_SEEDS = "1000-1009"
-DEFAULT_COUNTDOWN = 3.0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -69,18 +62,21 @@ def parser() -> argparse.ArgumentParser:
     cr.add_argument("--seeds", help=f"held-out track seeds for --eval: A-B or a list (default: {DEFAULT_SEEDS})")
     cr.add_argument("--table", type=Path, help="also write the --eval table to this markdown file")
     g = p.add_argument_group("gta5")
-    g.add_argument("--keys", choices=list(KEY_SINKS),
+    g.add_argument("--keys", choices=KEY_OUTPUTS,
                    help="key output (default: sendinput on Windows, keyboard elsewhere; virtual presses nothing)")
     g.add_argument("--region", type=Region.parse, help="capture LEFT,TOP,WIDTH,HEIGHT instead of finding the window")
     g.add_argument("--window", help="window title to capture (default: the profile's)")
     g.add_argument("--no-hotkeys", action="store_true", help="no quit/pause/steer hotkeys (Ctrl-C still stops)")
     g.add_argument("--max-seconds", type=float, help="stop after this many seconds (default: no limit)")
-    g.add_argument("--countdown", type=float, help=f"seconds to switch to the game first (default: {DEFAULT_COUNTDOWN:g})")
+    g.add_argument("--countdown", type=float, help="seconds from the game window having focus to driving, at the "
+                   f"start and after every switch back (default: {GtaOptions.countdown_s:g})")
+    g.add_argument("--first-frame", type=Path, help="PNG of the first frame the agent sees "
+                   f"(default: {GtaOptions.first_frame})")
     return p
 
 
 CARRACING_ONLY = ("latency", "seed", "max_steps", "video", "eval", "seeds", "table")
-GTA5_ONLY = ("keys", "region", "window", "no_hotkeys", "max_seconds", "countdown")
+GTA5_ONLY = ("keys", "region", "window", "no_hotkeys", "max_seconds", "countdown", "first_frame")
 
 
 def check_args(args) -> None:
@@ -180,49 +176,13 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def drive_gta5(agent: Agent, controller: ControllerSettings, args) -> None:
-    profile = agent.profile
-    region = args.region or find_window_region(args.window or profile.window_title)
-    if (region.width, region.height) != profile.capture_size:
-        print(f"warning: capturing {region.width}x{region.height}, profile {profile.name} expects "
-              f"{profile.capture_size[0]}x{profile.capture_size[1]}; frames are resized to {profile.frame_size}")
-    screen = ScreenSource(region)
-
-    def grab():
-        frame = screen.grab()
-        if frame.shape[1::-1] != profile.frame_size:  # as the recorder stores frames
-            frame = cv2.resize(frame, profile.frame_size, interpolation=cv2.INTER_AREA)
-        return frame
-
-    sink_name = args.keys or ("sendinput" if sys.platform == "win32" else "keyboard")
     loop = LoopSettings(seq_len=agent.seq_len, stride_s=agent.stride_s, mode=args.mode, watchdog_s=args.watchdog,
-                        recording_fps=profile.fps, max_decisions=args.max_decisions, max_seconds=args.max_seconds or 0.0,
-                        telemetry_path=args.telemetry)
-    loop.check()
-    hotkeys = None if args.no_hotkeys else KeyboardHotkeys(
-        [loop.quit_key, loop.pause_key, loop.steer_less_key, loop.steer_more_key])
-    scheduler = KeyScheduler(KEY_SINKS[sink_name]())
-    try:
-        keys_help = (f"{loop.quit_key} quits, {loop.pause_key} pauses/resumes, {loop.steer_less_key}/"
-                     f"{loop.steer_more_key} lower/raise max steer" if hotkeys else "none (Ctrl-C stops)")
-        print(f"keys: {sink_name}; hotkeys: {keys_help}")
-        countdown = DEFAULT_COUNTDOWN if args.countdown is None else args.countdown
-        if countdown > 0:
-            print(f"switch to the game: driving starts in {countdown:g} s")
-            time.sleep(countdown)
-        parts = DriveParts(grab=grab, preprocess_fn=agent.preprocess_fn, features_fn=agent.features_fn,
-                           head_fn=agent.head_fn, scheduler=scheduler, hotkeys=hotkeys or (lambda: ()),
-                           sync=_sync(agent))
-        drive(parts, controller, loop)
-    finally:
-        scheduler.close()
-        if hotkeys is not None:
-            hotkeys.close()
-
-
-def _sync(agent: Agent):
-    if agent.device.type == "cuda":
-        return lambda: torch.cuda.synchronize(agent.device)
-    return lambda: None
+                        recording_fps=agent.profile.fps, max_decisions=args.max_decisions,
+                        max_seconds=args.max_seconds or 0.0, telemetry_path=args.telemetry)
+    options = GtaOptions(keys=args.keys, region=args.region, window=args.window, hotkeys=not args.no_hotkeys,
+                         **{k: v for k, v in (("countdown_s", args.countdown), ("first_frame", args.first_frame))
+                            if v is not None})
+    drive_gta5_window(agent, controller, loop, options)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ background thread releases keys whose time is up. Every path out of a drive (qui
 Ctrl-C, SIGTERM, interpreter exit) ends in KeyScheduler.release_all.
 """
 import atexit
-import ctypes
 import heapq
 import importlib
 import math
@@ -14,14 +13,11 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from data.errors import UserError
 from data.labels import KEYS
-
-# DirectInput scan codes: games reading raw input (GTA V) ignore virtual-key events.
-SCAN_CODES = {"w": 0x11, "a": 0x1E, "s": 0x1F, "d": 0x20}
-
 
 class KeySink(Protocol):
     def press(self, key: str) -> None: ...
@@ -72,61 +68,6 @@ class RecordingSink:
             self.on_event(t, key, kind)
 
 
-# SendInput structures, sized for the running interpreter (INPUT is 40 bytes on 64-bit Windows).
-class _MouseInput(ctypes.Structure):
-    _fields_ = [("dx", ctypes.c_int32), ("dy", ctypes.c_int32), ("mouseData", ctypes.c_uint32),
-                ("dwFlags", ctypes.c_uint32), ("time", ctypes.c_uint32), ("dwExtraInfo", ctypes.c_size_t)]
-
-
-class _KeybdInput(ctypes.Structure):
-    _fields_ = [("wVk", ctypes.c_uint16), ("wScan", ctypes.c_uint16), ("dwFlags", ctypes.c_uint32),
-                ("time", ctypes.c_uint32), ("dwExtraInfo", ctypes.c_size_t)]
-
-
-class _HardwareInput(ctypes.Structure):
-    _fields_ = [("uMsg", ctypes.c_uint32), ("wParamL", ctypes.c_uint16), ("wParamH", ctypes.c_uint16)]
-
-
-class _InputUnion(ctypes.Union):
-    _fields_ = [("mi", _MouseInput), ("ki", _KeybdInput), ("hi", _HardwareInput)]
-
-
-class _Input(ctypes.Structure):
-    _fields_ = [("type", ctypes.c_uint32), ("u", _InputUnion)]
-
-
-INPUT_KEYBOARD = 1
-KEYEVENTF_KEYUP = 0x0002
-KEYEVENTF_SCANCODE = 0x0008
-
-
-def scan_code_input(key: str, up: bool) -> _Input:
-    """The INPUT record SendInput needs to press (up=False) or release a key by its scan code."""
-    flags = KEYEVENTF_SCANCODE | (KEYEVENTF_KEYUP if up else 0)
-    return _Input(type=INPUT_KEYBOARD, u=_InputUnion(ki=_KeybdInput(wScan=SCAN_CODES[key], dwFlags=flags)))
-
-
-class WindowsSendInputSink:
-    """Presses keys with SendInput and DirectInput scan codes (Windows only)."""
-
-    def __init__(self):
-        if sys.platform != "win32":
-            raise UserError("--keys sendinput works on Windows only; use --keys keyboard or --keys virtual")
-        self._user32 = ctypes.WinDLL("user32", use_last_error=True)
-
-    def _send(self, key: str, up: bool) -> None:
-        record = scan_code_input(key, up)
-        if self._user32.SendInput(1, ctypes.byref(record), ctypes.sizeof(record)) != 1:
-            raise OSError(f"SendInput failed for {key!r} (error {ctypes.get_last_error()}); "
-                          "if the game runs as administrator, run this as administrator too")
-
-    def press(self, key: str) -> None:
-        self._send(key, up=False)
-
-    def release(self, key: str) -> None:
-        self._send(key, up=True)
-
-
 class KeyboardPackageSink:
     """Presses keys through the `keyboard` package (fallback outside Windows; needs root on Linux)."""
 
@@ -143,16 +84,30 @@ class KeyboardPackageSink:
         self._keyboard.release(key)
 
 
+@dataclass(frozen=True)
+class ReleaseTiming:
+    """How the release thread waits for a key's release time (see KeyScheduler.serve)."""
+
+    coarse_late_s: float = 0.016 if sys.platform == "win32" else 0.002  # how late Condition.wait may wake
+    step_s: float = 0.001  # longest precise sleep: a plan applied meanwhile is seen within this
+
+
 class KeyScheduler:
     """Applies hold plans to a sink; ONE background thread releases keys when their time is up.
 
     Clock times are `clock()` seconds (time.perf_counter by default). With start_thread=False no
-    thread runs and the owner calls release_due(now) itself (tests, simulated time).
+    thread runs and the owner calls release_due(now) or serve() itself (tests, simulated time).
+    `sleep` is the precise sleep the last stretch before a release uses (drive.gta5.timer has Windows'
+    high-resolution one) and `coarse_wait(condition, timeout)` the interruptible wait before it.
     """
 
-    def __init__(self, sink: KeySink, clock: Callable[[], float] = time.perf_counter, start_thread: bool = True):
+    def __init__(self, sink: KeySink, clock: Callable[[], float] = time.perf_counter, start_thread: bool = True,
+                 sleep: Callable[[float], None] = time.sleep, timing: "ReleaseTiming | None" = None,
+                 coarse_wait: Callable[[threading.Condition, float | None], object] = threading.Condition.wait):
         self.sink = sink
         self.clock = clock
+        self.sleep, self.coarse_wait = sleep, coarse_wait
+        self.timing = timing or ReleaseTiming()
         self._cond = threading.Condition(threading.RLock())  # re-entrant: signal handlers run on the main thread
         self._heap: list[tuple[float, int, str]] = []  # (release time, token, key)
         self._token = dict.fromkeys(KEYS, 0)  # a heap entry counts only while its token is current
@@ -164,7 +119,7 @@ class KeyScheduler:
         atexit.register(self.release_all)
         self._thread = None
         if start_thread:
-            self._thread = threading.Thread(target=self._run, name="key-releases", daemon=True)
+            self._thread = threading.Thread(target=self.serve, name="key-releases", daemon=True)
             self._thread.start()
 
     def apply(self, hold: dict[str, float], now: float | None = None) -> None:
@@ -267,9 +222,18 @@ class KeyScheduler:
     def _cancel(self, key: str) -> None:
         self._token[key] = 0
 
-    def _run(self) -> None:
-        with self._cond:
-            while not self._closed:
+    def _next_due(self) -> float | None:
+        live = [due for due, token, key in self._heap if self._token[key] == token]
+        return min(live) if live else None
+
+    def serve(self) -> None:
+        """The release thread's body, until close(). Condition.wait wakes up to timing.coarse_late_s late (a
+        15.6 ms timer tick on Windows), so it only waits until that long before the next release; the rest
+        is slept in precise steps of at most timing.step_s, so a new plan is seen within a step."""
+        while True:
+            with self._cond:
+                if self._closed:
+                    return
                 try:
                     self.release_due()
                 except BaseException as e:  # surfaced by the next apply()
@@ -279,9 +243,11 @@ class KeyScheduler:
                     except BaseException:
                         pass
                     return
-                live = [due for due, token, key in self._heap if self._token[key] == token]
-                timeout = None if not live else max(0.0, min(live) - self.clock())
-                self._cond.wait(timeout)
+                due, now = self._next_due(), self.clock()
+                if due is None or due - now > self.timing.coarse_late_s:
+                    self.coarse_wait(self._cond, None if due is None else due - now - self.timing.coarse_late_s)
+                    continue
+            self.sleep(max(0.0, min(due - now, self.timing.step_s)))
 
 
 class Terminated(SystemExit):

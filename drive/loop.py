@@ -16,6 +16,7 @@ import json
 import math
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -51,6 +52,8 @@ class LoopSettings:
     steer_less_key: str = "x"
     steer_more_key: str = "b"
     steer_step: float = 0.05  # max_steer change per steer hotkey press
+    focus_countdown_s: float = 3.0  # with a focus check: drive this long after the game window has focus
+    status_every_s: float = 0.5  # the live status line's refresh period
 
     def check(self) -> None:
         if self.mode not in MODES:
@@ -78,6 +81,9 @@ class DriveParts:
     scheduler: KeyOutput  # a KeyScheduler over a key sink, or a game's adapter
     hotkeys: Callable[[], Iterable[str]] = no_hotkeys  # names of hotkeys pressed since the last call
     sync: Callable[[], None] = lambda: None  # torch.cuda.synchronize on a GPU, so stage times are honest
+    focused: Callable[[], bool] | None = None  # whether the game window has focus; None: no focus check
+    status: Callable[[str], None] | None = None  # shows the one-line live status (replaced in place)
+    sleep: Callable[[float], None] = time.sleep  # waits while paused
 
 
 class HotkeyQueue:
@@ -177,6 +183,10 @@ class _Run:
     watchdog_releases: int = 0
     paused_since: float | None = None
     paused_s: float = 0.0
+    paused_by: set = field(default_factory=set)  # "hotkey", "focus"
+    resume_at: float | None = None  # focus is back: drive from this time on
+    last_status: float = -math.inf
+    recent: deque = field(default_factory=lambda: deque(maxlen=20))  # (decision time, total latency s)
     latencies: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
 
 
@@ -191,6 +201,8 @@ def drive(parts: DriveParts, controller: ControllerSettings, settings: LoopSetti
     with Telemetry(settings.telemetry_path) as telemetry, release_keys_on_exit(parts.scheduler):
         start = clock()
         run = _Run(controller, RingBuffer(settings.ring_capacity, max_age), start, parts.scheduler.held_seconds(start))
+        if parts.focused is not None:
+            _pause(parts, run, telemetry, start, "focus")  # every start waits for the game, then counts down
         stopped_by, error = "", None
         try:
             stopped_by = _loop(parts, settings, run, telemetry, log)
@@ -220,34 +232,61 @@ def _loop(parts, settings, run, telemetry, log) -> str:
             if name == settings.quit_key:
                 return "quit"
             if name == settings.pause_key:
-                _toggle_pause(parts, run, telemetry, log, now)
+                if "hotkey" in run.paused_by:
+                    _resume(run, telemetry, log, now, "hotkey", "resumed")
+                else:
+                    _pause(parts, run, telemetry, now, "hotkey")
+                    log("paused")
             elif name in (settings.steer_less_key, settings.steer_more_key):
                 step = settings.steer_step if name == settings.steer_more_key else -settings.steer_step
                 max_steer = round(min(1.0, max(0.0, run.controller.max_steer + step)), 6)
                 run.controller = dataclasses.replace(run.controller, max_steer=max_steer)
                 telemetry.write({"event": "max_steer", "t": now - run.start, "max_steer": max_steer})
                 log(f"max steer {max_steer:.2f}")
-        if run.paused_since is not None:
-            time.sleep(settings.pause_poll_s)
+        if parts.focused is not None:
+            _follow_focus(parts, settings, run, telemetry, log, now)
+        if run.paused_by:
+            parts.sleep(settings.pause_poll_s)
             continue
         if not _decide_once(parts, settings, run, telemetry):
             return "source_end"
 
 
-def _toggle_pause(parts, run, telemetry, log, now) -> None:
-    if run.paused_since is None:
+def _pause(parts, run, telemetry, now, reason: str) -> None:
+    if not run.paused_by:
         parts.scheduler.release_all()
         run.ring.clear()  # history from before the pause would be stitched onto the new view
         run.last_decision = None
         run.expect_held = frozenset()
         run.paused_since = now
-        event = "pause"
-    else:
+    run.paused_by.add(reason)
+    telemetry.write({"event": "pause", "t": now - run.start, "by": reason})
+
+
+def _resume(run, telemetry, log, now, reason: str, message: str) -> None:
+    run.paused_by.discard(reason)
+    if not run.paused_by:
         run.paused_s += now - run.paused_since
         run.paused_since = None
-        event = "resume"
-    telemetry.write({"event": event, "t": now - run.start})
-    log(f"{event}d" if event == "pause" else "resumed")
+    telemetry.write({"event": "resume", "t": now - run.start, "by": reason})
+    log(message if not run.paused_by else f"{message}; still paused by {', '.join(sorted(run.paused_by))}")
+
+
+def _follow_focus(parts, settings, run, telemetry, log, now) -> None:
+    """Pause (every key released) while the game window lacks focus; drive again focus_countdown_s after
+    it has focus back."""
+    if not parts.focused():
+        run.resume_at = None
+        if "focus" not in run.paused_by:
+            _pause(parts, run, telemetry, now, "focus")
+            log("paused: the game window lost focus, every key released; click into the game to go on")
+    elif "focus" in run.paused_by:
+        if run.resume_at is None:
+            run.resume_at = now + settings.focus_countdown_s
+            log(f"the game window has focus: driving in {settings.focus_countdown_s:g} s")
+        elif now >= run.resume_at:
+            run.resume_at = None
+            _resume(run, telemetry, log, now, "focus", "driving")
 
 
 def _decide_once(parts, settings, run, telemetry) -> bool:
@@ -275,6 +314,8 @@ def _decide_once(parts, settings, run, telemetry) -> bool:
         probs = torch.sigmoid(logits.float()).reshape(-1).cpu().numpy()
     t_head = clock()
 
+    if parts.focused is not None and not parts.focused():
+        return True  # focus went while the model ran: no keys for another window; the loop pauses next
     interval = settings.first_interval_s if run.last_decision is None else t_head - run.last_decision
     hold = decide(probs, interval, run.controller)
     released_by_watchdog = run.expect_held - scheduler.held_keys()
@@ -286,6 +327,10 @@ def _decide_once(parts, settings, run, telemetry) -> bool:
     run.last_decision = t_head
     run.expect_held = frozenset(k for k, v in hold.items() if math.isinf(v))
     run.decisions += 1
+    run.recent.append((t_head, t_keys - t0))
+    if parts.status is not None and t_keys - run.last_status >= settings.status_every_s:
+        parts.status(status_line(probs, scheduler.held_keys(), run.recent))
+        run.last_status = t_keys
 
     ms = dict(zip(STAGES, (t_capture - t0, t_pre - t_capture, t_backbone - t_pre, t_head - t_backbone,
                            t_keys - t0)))
@@ -300,6 +345,16 @@ def _decide_once(parts, settings, run, telemetry) -> bool:
         "seq_age_s": [round(t_capture - e.t, 4) for e in seq],
     })
     return True
+
+
+def status_line(probs, held: frozenset, recent) -> str:
+    """p(w/a/s/d), the keys held now, decisions/s and latency over the last few decisions."""
+    (first, _), (last, _) = recent[0], recent[-1]
+    rate = (len(recent) - 1) / (last - first) if last > first else 0.0
+    latency = float(np.median([seconds for _, seconds in recent])) * 1000
+    p = " ".join(f"{k} {v:.2f}" for k, v in zip(KEYS, probs))
+    return (f"p {p} | held {''.join(k for k in KEYS if k in held) or '-':4} | {rate:4.1f} decisions/s | "
+            f"latency {latency:5.1f} ms")
 
 
 def _summary(scheduler: KeyOutput, settings: LoopSettings, run: _Run, stopped_by: str, now: float

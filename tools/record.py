@@ -12,10 +12,9 @@ from pathlib import Path
 
 from data.episode import Episode
 from data.errors import UserError, run_cli
-from data.key_input import default_key_source
 from data.profiles import available_profiles, load_profile
 from data.recorder import Recorder, RecorderSettings
-from data.screen import Region, ScreenSource, find_window_region
+from data.screen import Region
 
 
 def record_carracing_expert(args, p: argparse.ArgumentParser) -> None:
@@ -67,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fps", type=float, help="target frames per second (default: the profile's)")
     p.add_argument("--region", type=Region.parse, help="capture LEFT,TOP,WIDTH,HEIGHT instead of finding the window")
     p.add_argument("--window", help="window title to capture (default: the profile's)")
-    p.add_argument("--pause-key", default="t", help="pause/resume hotkey (default: %(default)s)")
+    p.add_argument("--pause-key", default="t", help="pause/resume hotkey: a letter, digit, f1..f12, space, ... "
+                   "(the key at that place on a US keyboard; default: %(default)s)")
     p.add_argument("--minutes", type=float, help="stop after this many minutes (--expert: game minutes to record)")
     expert = p.add_argument_group("embedded game (python -m tools.record --game carracing --expert --minutes M)")
     expert.add_argument("--game", choices=["carracing"], help="record the embedded CarRacing game instead of the screen")
@@ -91,18 +91,26 @@ def main(argv: list[str] | None = None) -> None:
         if getattr(args, flag) is not None:
             raise UserError(f"--{flag.replace('_', '-')} works with --game carracing --expert only")
 
+    from drive.gta5.capture import WindowCapture
+    from drive.gta5.key_reader import default_key_source
+    from drive.gta5.scancodes import key_name
+    from drive.gta5.session import GtaOptions, System, locate_game
+
+    pause_key = key_name(args.pause_key, "--pause-key")
     profile = load_profile(args.profile)
-    region = args.region or find_window_region(args.window or profile.window_title)
+    system = System.real()
+    window, region = locate_game(system.api, profile, GtaOptions(region=args.region, window=args.window), print)
     if (region.width, region.height) != profile.capture_size:
         print(f"warning: capturing {region.width}x{region.height}, profile {profile.name} expects "
               f"{profile.capture_size[0]}x{profile.capture_size[1]}; frames are resized to {profile.frame_size}")
+    frames = WindowCapture(system.screen(region), profile.frame_size, None if args.region else window, None)
     settings = RecorderSettings(
         out_dir=args.out, profile=profile, kind=args.kind, fps=args.fps, pad_seconds=args.pad_seconds,
-        discard_seconds=args.discard_seconds, pause_key=args.pause_key.lower(),
+        discard_seconds=args.discard_seconds, pause_key=pause_key,
         max_seconds=args.minutes * 60 if args.minutes else None,
         capture={"region": [region.left, region.top, region.width, region.height],
                  "frame_size": list(profile.frame_size)})
-    Recorder(settings, ScreenSource(region), default_key_source((settings.pause_key,))).run()
+    Recorder(settings, frames, default_key_source((settings.pause_key,))).run()
 
 
 if __name__ == "__main__":
