@@ -1,6 +1,7 @@
 """python -m drive on the embedded game: the CLI path, game-time keys, reproducible evaluation, video, errors."""
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from data.episode import Episode
 from data.errors import UserError
 from data.profiles import load_profile
+from data.screen import Region
 from drive.__main__ import main
 from drive.carracing import CarRacingGame, GameSettings, RealTimeGame, TrackStats
 from drive.evaluate import GameKeys, TrackRun, evaluate_agent, evaluate_expert, format_table, parse_seeds
@@ -186,27 +188,71 @@ def test_record_expert_cli_writes_episodes(tmp_path, capsys):
     assert not (tmp_path / "other").exists()
 
 
-def test_gta5_path_with_a_fake_screen(tmp_path, monkeypatch, capsys):
-    import drive.__main__ as cli
+def test_gta5_path_with_a_fake_windows(tmp_path, monkeypatch, capsys):
+    """The whole --game gta5 path on fake Windows and fake time: it waits for the game window's focus, counts
+    down, drives through SendInput, follows the window when it moves, saves the first frame, shows a status
+    line, and lets go of every key. Each grab takes 0.1 s of fake time, so no watchdog depends on speed."""
+    from drive.gta5.session import System
+    from drive.gta5.scancodes import SCAN_CODES
+    from tests.test_gta5 import FakeScreen, FakeWindows, window
+    from tests.test_loop import FakeClock
 
-    grabbed = []
+    clock = FakeClock()
+    api = FakeWindows({3: window(), 9: window(title="cmd", cls="ConsoleWindowClass")}, foreground=9)
+    screens = []
 
-    class FakeScreen:  # an 800x600 window; frames are resized to the profile's 240x180 as the recorder does
-        def __init__(self, region):
-            assert (region.width, region.height) == (800, 600)
+    def screen(region):
+        screens.append(FakeScreen(region))
+        original = screens[-1].grab
 
-        def grab(self):
-            grabbed.append(1)
-            return np.random.default_rng(len(grabbed)).integers(0, 256, (600, 800, 3), dtype=np.uint8)
+        def grab():
+            clock.t += 0.1
+            if len(screens[-1].grabbed) == 1:
+                api.windows[3]["region"] = Region(300, 60, 800, 600)  # the user drags the window
+            return original()
+        screens[-1].grab = grab
+        return screens[-1]
 
-    monkeypatch.setattr(cli, "ScreenSource", FakeScreen)
+    def sleep(seconds):
+        clock.t += seconds
+        if clock.t >= 1.0:
+            api.foreground = 3  # the user clicks into the game after a second
+
+    system = System(api=api, screen=screen, clock=clock, precise_sleep=lambda s: None, sleep=sleep)
+    monkeypatch.setattr(System, "real", classmethod(lambda cls: system))
     gta_ckpt, _ = make_checkpoint(tmp_path / "gta", profile="gta5")
-    main(["--ckpt", str(gta_ckpt), "--game", "gta5", "--region", "0,0,800,600", "--keys", "virtual", "--no-hotkeys",
-          "--countdown", "0", "--max-decisions", "4", "--telemetry", str(tmp_path / "t.jsonl")])
+    main(["--ckpt", str(gta_ckpt), "--game", "gta5", "--no-hotkeys", "--countdown", "0.5", "--max-decisions", "4",
+          "--telemetry", str(tmp_path / "t.jsonl"), "--first-frame", str(tmp_path / "first.png")])
     records = read_jsonl(tmp_path / "t.jsonl")
-    assert len(grabbed) == 4 and [r["event"] for r in records] == ["decision"] * 4 + ["summary"]
+    assert [r["event"] for r in records] == ["pause", "resume"] + ["decision"] * 4 + ["summary"]
+    assert records[1]["t"] == pytest.approx(1.5, abs=0.051)  # focus at 1.0 s, then the 0.5 s countdown
     assert records[-1]["stopped_by"] == "max_decisions"
-    assert "keys: virtual; hotkeys: none (Ctrl-C stops)" in capsys.readouterr().out
+    grabbed = screens[0].grabbed
+    assert grabbed == [Region(100, 50, 800, 600)] * 2 + [Region(300, 60, 800, 600)] * 2
+    assert cv2.imread(str(tmp_path / "first.png")).shape == (180, 240, 3)
+    scans = {v: k for k, v in SCAN_CODES.items() if k in "wasd"}
+    last = {scans[scan]: up for scan, up in api.sent}
+    assert last and all(last.values())  # every key pressed is up at the end
+    out = capsys.readouterr().out
+    assert "game window 'Grand Theft Auto V' (class grcWindow): capturing 800x600 at (100, 50)" in out
+    assert "game window moved: capturing 800x600 at (300, 60)" in out
+    assert f"first frame the agent sees (240x180): {tmp_path / 'first.png'}" in out
+    assert "keys: sendinput; hotkeys: none (Ctrl-C stops)" in out
+    assert "\rp w " in out and "decisions/s | latency" in out  # the live status line
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a machine without a display: Linux without DISPLAY")
+def test_gta5_without_a_display_is_one_line_exit_2(ckpt, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    for extra, message in [([], "error: finding the game window works on Windows only; pass --region"),
+                           (["--region", "0,0,600,400"], "error: screen capture failed (XError: Cannot connect to display")]:
+        run = subprocess.run([sys.executable, "-m", "drive", "--ckpt", str(ckpt), "--game", "gta5", "--keys", "virtual",
+                              "--first-frame", str(tmp_path / "f.png"), *extra],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
+        assert run.stderr.startswith(message)
+    assert "set DISPLAY, e.g. DISPLAY=:0" in run.stderr  # the capture error names the fix
+    assert not (tmp_path / "f.png").exists()
 
 
 def test_controller_flags_override_the_checkpoint_defaults():

@@ -158,18 +158,73 @@ def test_interpreter_exit_releases_held_keys(tmp_path):
 
 
 def test_scan_code_input_records():
-    assert ctypes.sizeof(keys._Input) == (40 if ctypes.sizeof(ctypes.c_void_p) == 8 else 28)
-    down, up = keys.scan_code_input("a", up=False), keys.scan_code_input("a", up=True)
-    assert down.type == keys.INPUT_KEYBOARD and down.u.ki.wScan == 0x1E and down.u.ki.wVk == 0
-    assert down.u.ki.dwFlags == keys.KEYEVENTF_SCANCODE
-    assert up.u.ki.dwFlags == keys.KEYEVENTF_SCANCODE | keys.KEYEVENTF_KEYUP
-    assert [keys.scan_code_input(k, False).u.ki.wScan for k in "wasd"] == [0x11, 0x1E, 0x1F, 0x20]
+    from drive.gta5 import win32
+    assert ctypes.sizeof(win32._Input) == (40 if ctypes.sizeof(ctypes.c_void_p) == 8 else 28)
+    assert ctypes.sizeof(win32._KeybdInput) == (24 if ctypes.sizeof(ctypes.c_void_p) == 8 else 16)
+    down, up = win32.scan_code_input(0x1E, up=False), win32.scan_code_input(0x1E, up=True)
+    assert down.type == win32.INPUT_KEYBOARD and down.u.ki.wScan == 0x1E and down.u.ki.wVk == 0
+    assert down.u.ki.dwFlags == win32.KEYEVENTF_SCANCODE
+    assert up.u.ki.dwFlags == win32.KEYEVENTF_SCANCODE | win32.KEYEVENTF_KEYUP
+    right = win32.scan_code_input(0xE04D, up=False)  # the right arrow: extended
+    assert right.u.ki.wScan == 0x4D and right.u.ki.dwFlags == win32.KEYEVENTF_SCANCODE | win32.KEYEVENTF_EXTENDEDKEY
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="checks the refusal outside Windows")
-def test_sendinput_sink_refused_outside_windows():
-    with pytest.raises(UserError, match="--keys sendinput"):
-        keys.WindowsSendInputSink()
+def test_windows_api_refused_outside_windows():
+    from drive.gta5 import win32
+    with pytest.raises(UserError, match="works on Windows only"):
+        win32.User32()
+
+
+class WindowsLikeTime:
+    """Fake time for KeyScheduler.serve in the calling thread: Condition.wait wakes on the next 15.625 ms
+    tick after its timeout (Windows' default timer resolution), a precise sleep 0.2 ms late. Plans (time,
+    hold) are applied when time reaches them, as the live loop would."""
+
+    TICK = 0.015625
+
+    def __init__(self, plans):
+        self.t, self.plans, self.planned = 0.0, list(plans), []
+        self.scheduler = None
+
+    def clock(self):
+        return self.t
+
+    def _advance(self, to):
+        if self.plans and self.plans[0][0] <= to:
+            at, hold = self.plans.pop(0)
+            self.t = max(self.t, at)
+            self.scheduler.apply({"w": math.inf, "a": hold}, now=self.t)
+            self.planned.append(self.t + hold)
+        else:
+            self.t = to
+
+    def coarse_wait(self, cond, timeout):
+        if timeout is None and not self.plans:
+            self.scheduler.close()
+        else:
+            self._advance(math.inf if timeout is None else math.ceil((self.t + timeout) / self.TICK) * self.TICK)
+
+    def sleep(self, seconds):
+        self._advance(self.t + seconds + 0.0002)
+
+
+@pytest.mark.parametrize("coarse_late_s, worst_ms", [(0.016, 2.0), (0.0, None)], ids=["two-stage", "condition-only"])
+def test_releases_land_within_2_ms_on_a_coarse_timer(coarse_late_s, worst_ms):
+    plans = [(0.1 * i, 0.003 + 0.0087 * i) for i in range(10)]  # a held for 3..81 ms, a plan every 100 ms
+    time_ = WindowsLikeTime(plans)
+    sink = RecordingSink(clock=time_.clock)
+    scheduler = KeyScheduler(sink, clock=time_.clock, start_thread=False, sleep=time_.sleep,
+                             timing=keys.ReleaseTiming(coarse_late_s=coarse_late_s), coarse_wait=time_.coarse_wait)
+    time_.scheduler = scheduler
+    scheduler.serve()
+    released = [t for t, key, kind in sink.events if key == "a" and kind == "up"]
+    errors_ms = [(r - p) * 1000 for r, p in zip(released, time_.planned)]
+    assert len(released) == len(plans) and min(errors_ms) >= 0
+    if worst_ms is not None:
+        assert max(errors_ms) <= worst_ms
+    else:  # waiting on the condition alone lands on the timer's ticks: up to 15.6 ms late
+        assert max(errors_ms) > 5
 
 
 def test_keyboard_package_sink_imports_lazily(monkeypatch):
