@@ -250,6 +250,18 @@ class KeyScheduler:
             self.sleep(max(0.0, min(due - now, self.timing.step_s)))
 
 
+@contextmanager
+def fine_thread_switching(interval_s: float = 0.001):
+    """Inside, a thread waiting for the GIL gets it within ~interval_s instead of Python's default 5 ms,
+    so the release thread is not held up by the loop's Python code (restored on the way out)."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, interval_s))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
+
 class Terminated(SystemExit):
     """Raised in the main thread when the process is asked to stop (SIGTERM, SIGHUP)."""
 

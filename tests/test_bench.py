@@ -40,8 +40,13 @@ def test_quick_bench_writes_every_figure(tmp_path):
     assert int8 == {"patch": 234 * 48, "scale": 234 * 2, "cls": 48 * 2}
     assert pca == {"patch": 234 * sizes["pca_dim"] * 2, "cls": 48 * 2}
 
+    for name in ("idle", "busy"):  # 40 releases of a or d each; never before their time (values: the machine's)
+        keys = f["key_release"][name]
+        assert keys["releases"] == 40 and keys["early_ms"] == 0
+        assert 0 <= keys["median_ms"] <= keys["p99_ms"] <= keys["max_ms"]
+
     md = (out / "results.md").read_text()
-    for text in ("Stage-1 efficiency", "P1", "P3", "P4", "ms/frame", "int8", results["machine"]["cpu"], "RANDOM weights"):
+    for text in ("Key release time error", "Stage-1 efficiency", "P1", "P3", "P4", "ms/frame", "int8", results["machine"]["cpu"], "RANDOM weights"):
         assert text in md
 
 

@@ -6,7 +6,8 @@
 
 Figures: backbone ms/frame (fp32 / bf16), stage-1 efficiency (extract() ÷ bare backbone), P1 training
 samples/s from the cache ÷ the seed's way, P3 sampler stream read ÷ plain read, P4 live-loop decisions/s
-ring buffer ÷ recompute, cache bytes per frame per reduction. Writes OUT/results.md and OUT/results.json;
+ring buffer ÷ recompute, cache bytes per frame per reduction, key release time error (median / p99 / max ms).
+Writes OUT/results.md and OUT/results.json;
 inputs are made in a temporary folder under OUT and deleted afterwards.
 """
 import argparse
@@ -14,7 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ from data.errors import UserError, run_cli
 from extract_features.backbone import backbone_config
 from tools.bench_backbone import BackboneBench, backbone_speed
 from tools.bench_drive import DriveBench, decision_speedup
+from tools.bench_keys import KeyReleaseBench, release_timing
 from tools.bench_extract import CacheBytesBench, Stage1Bench, cache_bytes_per_frame, stage1_efficiency
 from extract_features.backbone import pick_device
 from tools.bench_machine import describe, load_average
@@ -37,6 +39,7 @@ FIGURES = {  # name → what it measures, in the order they run
     "p3": "P3: sampler stream read ÷ plain sequential read",
     "p4": "P4: live-loop decisions/s, ring buffer ÷ recompute",
     "cache_bytes": "cache bytes per frame: fp16, int8, PCA",
+    "key_release": "key release time error of the key scheduler: median, p99, max",
 }
 
 
@@ -51,6 +54,7 @@ class BenchSettings:
     p3: ReadBench
     p4: DriveBench
     cache_bytes: CacheBytesBench
+    key_release: KeyReleaseBench = field(default_factory=KeyReleaseBench)
     quick: bool = False
     skip: tuple[str, ...] = ()
     command: str = "python -m tools.bench"  # written into the results
@@ -93,7 +97,9 @@ def make_settings(out: Path, device: torch.device, backbones: tuple[str, ...], q
                      p3=ReadBench(main, gb=p3_gb, episodes=2, block_rows=64, rounds=1),
                      p4=DriveBench(main, decisions=3, warmup=1, rounds=1),
                      cache_bytes=CacheBytesBench(backbones[:1], frames=2))
-    return BenchSettings(out=out, device=device, backbones=backbones, quick=quick, skip=skip, command=command, **sizes)
+    key_release = KeyReleaseBench(decisions=40 if quick else 200)  # ~75 ms each, twice
+    return BenchSettings(out=out, device=device, backbones=backbones, quick=quick, skip=skip, command=command,
+                         key_release=key_release, **sizes)
 
 
 def run_figure(name: str, s: BenchSettings, work: Path, log) -> dict:
@@ -107,6 +113,8 @@ def run_figure(name: str, s: BenchSettings, work: Path, log) -> dict:
         return sampler_read_efficiency(s.p3, s.device, work, log)
     if name == "p4":
         return decision_speedup(s.p4, s.device, log)
+    if name == "key_release":
+        return release_timing(s.key_release, log)
     return cache_bytes_per_frame(s.cache_bytes, s.device, work, log)
 
 

@@ -18,7 +18,7 @@ from drive.gta5.scancodes import key_name
 from drive.gta5.send_input import FocusedOnlySink, SendInputSink
 from drive.gta5.win32 import WindowsApi, precise_sleep
 from drive.gta5.window import GameWindow, WindowSpec, find_game_window
-from drive.keys import KeyboardPackageSink, KeyScheduler, RecordingSink
+from drive.keys import KeyboardPackageSink, KeyScheduler, RecordingSink, fine_thread_switching
 from drive.loop import DriveParts, KeyboardHotkeys, LoopSettings, drive
 
 KEY_OUTPUTS = ("sendinput", "keyboard", "virtual")
@@ -113,7 +113,8 @@ def drive_gta5(agent, controller, loop: LoopSettings, options: GtaOptions, syste
                            sync=_sync(agent), focused=window.focused if window is not None else None,
                            status=printer.status, sleep=system.sleep)
         loop = dataclasses.replace(loop, focus_countdown_s=options.countdown_s)
-        return drive(parts, controller, loop, log=printer.log)
+        with fine_thread_switching():
+            return drive(parts, controller, loop, log=printer.log)
     finally:
         scheduler.close()
         if hotkeys is not None:
