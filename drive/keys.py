@@ -98,15 +98,17 @@ class KeyScheduler:
     Clock times are `clock()` seconds (time.perf_counter by default). With start_thread=False no
     thread runs and the owner calls release_due(now) or serve() itself (tests, simulated time).
     `sleep` is the precise sleep the last stretch before a release uses (drive.gta5.timer has Windows'
-    high-resolution one) and `coarse_wait(condition, timeout)` the interruptible wait before it.
+    high-resolution one) and `coarse_wait(condition, timeout)` the interruptible wait before it;
+    `on_thread_start` runs first in the release thread.
     """
 
     def __init__(self, sink: KeySink, clock: Callable[[], float] = time.perf_counter, start_thread: bool = True,
                  sleep: Callable[[float], None] = time.sleep, timing: "ReleaseTiming | None" = None,
-                 coarse_wait: Callable[[threading.Condition, float | None], object] = threading.Condition.wait):
+                 coarse_wait: Callable[[threading.Condition, float | None], object] = threading.Condition.wait,
+                 on_thread_start: Callable[[], None] = lambda: None):
         self.sink = sink
         self.clock = clock
-        self.sleep, self.coarse_wait = sleep, coarse_wait
+        self.sleep, self.coarse_wait, self.on_thread_start = sleep, coarse_wait, on_thread_start
         self.timing = timing or ReleaseTiming()
         self._cond = threading.Condition(threading.RLock())  # re-entrant: signal handlers run on the main thread
         self._heap: list[tuple[float, int, str]] = []  # (release time, token, key)
@@ -119,7 +121,7 @@ class KeyScheduler:
         atexit.register(self.release_all)
         self._thread = None
         if start_thread:
-            self._thread = threading.Thread(target=self.serve, name="key-releases", daemon=True)
+            self._thread = threading.Thread(target=self._thread_main, name="key-releases", daemon=True)
             self._thread.start()
 
     def apply(self, hold: dict[str, float], now: float | None = None) -> None:
@@ -225,6 +227,10 @@ class KeyScheduler:
     def _next_due(self) -> float | None:
         live = [due for due, token, key in self._heap if self._token[key] == token]
         return min(live) if live else None
+
+    def _thread_main(self) -> None:
+        self.on_thread_start()  # e.g. a higher thread priority on Windows, so a busy game does not delay releases
+        self.serve()
 
     def serve(self) -> None:
         """The release thread's body, until close(). Condition.wait wakes up to timing.coarse_late_s late (a

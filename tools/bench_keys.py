@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drive.gta5.win32 import precise_sleep
+from drive.gta5.win32 import precise_sleep, raise_thread_priority
 from drive.keys import KeyScheduler, RecordingSink, fine_thread_switching
 
 GOAL_MS = 2.0
@@ -32,7 +32,8 @@ def _run(s: KeyReleaseBench, busy: bool) -> np.ndarray:
     rng = np.random.default_rng(s.seed)
     sink = RecordingSink()
     planned: dict[str, list[float]] = {"a": [], "d": []}
-    with KeyScheduler(sink, clock=time.perf_counter, sleep=precise_sleep()) as scheduler, fine_thread_switching():
+    with KeyScheduler(sink, clock=time.perf_counter, sleep=precise_sleep(), on_thread_start=raise_thread_priority) \
+            as scheduler, fine_thread_switching():
         for i in range(s.decisions):
             interval, steer = rng.uniform(*s.interval_s), "ad"[i % 2]
             hold = rng.uniform(0.1, 0.9) * interval

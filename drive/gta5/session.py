@@ -16,7 +16,7 @@ from drive.gta5.hotkeys import HotkeyPoller
 from drive.gta5.key_reader import ScanCodeKeys
 from drive.gta5.scancodes import key_name
 from drive.gta5.send_input import FocusedOnlySink, SendInputSink
-from drive.gta5.win32 import WindowsApi, precise_sleep
+from drive.gta5.win32 import WindowsApi, precise_sleep, raise_thread_priority
 from drive.gta5.window import GameWindow, WindowSpec, find_game_window
 from drive.keys import KeyboardPackageSink, KeyScheduler, RecordingSink, fine_thread_switching
 from drive.loop import DriveParts, KeyboardHotkeys, LoopSettings, drive
@@ -95,7 +95,7 @@ def drive_gta5(agent, controller, loop: LoopSettings, options: GtaOptions, syste
     hotkeys = None
     if options.hotkeys:
         hotkeys = HotkeyPoller(ScanCodeKeys(system.api, tuple(names))) if system.api else KeyboardHotkeys(names)
-    scheduler = KeyScheduler(sink, clock=system.clock, sleep=system.precise_sleep)
+    scheduler = KeyScheduler(sink, clock=system.clock, sleep=system.precise_sleep, on_thread_start=raise_thread_priority)
     try:
         keys_help = (f"{names[0]} quits, {names[1]} pauses/resumes, {names[2]}/{names[3]} lower/raise max steer"
                      if hotkeys else "none (Ctrl-C stops)")
