@@ -97,8 +97,8 @@ class KeyScheduler:
 
     Clock times are `clock()` seconds (time.perf_counter by default). With start_thread=False no
     thread runs and the owner calls release_due(now) or serve() itself (tests, simulated time).
-    `sleep` is the precise sleep the last stretch before a release uses (drive.gta5.timer has Windows'
-    high-resolution one) and `coarse_wait(condition, timeout)` the interruptible wait before it;
+    `sleep` is the precise sleep the last stretch before a release uses (drive.gta5.win32.precise_sleep gives
+    Windows' high-resolution one) and `coarse_wait(condition, timeout)` the interruptible wait before it;
     `on_thread_start` runs first in the release thread.
     """
 

@@ -269,7 +269,7 @@ def _resume(run, telemetry, log, now, reason: str, message: str) -> None:
         run.paused_s += now - run.paused_since
         run.paused_since = None
     telemetry.write({"event": "resume", "t": now - run.start, "by": reason})
-    log(message if not run.paused_by else f"{message}; still paused by {', '.join(sorted(run.paused_by))}")
+    log(message if not run.paused_by else f"still paused ({', '.join(sorted(run.paused_by))})")
 
 
 def _follow_focus(parts, settings, run, telemetry, log, now) -> None:
