@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         max_seconds=args.minutes * 60 if args.minutes else None,
         capture={"region": [region.left, region.top, region.width, region.height],
                  "frame_size": list(profile.frame_size)})
-    Recorder(settings, frames, default_key_source((settings.pause_key,))).run()
+    Recorder(settings, frames, default_key_source(system.api, (settings.pause_key,))).run()
 
 
 if __name__ == "__main__":

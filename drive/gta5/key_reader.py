@@ -5,8 +5,6 @@ On Windows each scan code is mapped to a virtual key in the keyboard layout of t
 QWERTY and on AZERTY (where it prints Z), the same scan codes SendInput presses when driving. Neither
 needs a hook or admin rights. Elsewhere the `keyboard` package reads keys by name.
 """
-import sys
-
 import numpy as np
 
 from data.errors import UserError
@@ -48,8 +46,6 @@ class KeyboardPackageKeys:
         return KeyState(wasd, frozenset(k for k in self.hotkeys if self._kb.is_pressed(k)))
 
 
-def default_key_source(hotkeys: tuple[str, ...]):
-    if sys.platform == "win32":
-        from drive.gta5.win32 import User32
-        return ScanCodeKeys(User32(), hotkeys)
-    return KeyboardPackageKeys(hotkeys)
+def default_key_source(api: WindowsApi | None, hotkeys: tuple[str, ...]):
+    """Scan codes through Windows when there is a WindowsApi, the `keyboard` package otherwise."""
+    return ScanCodeKeys(api, hotkeys) if api is not None else KeyboardPackageKeys(hotkeys)
