@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from data.episode import Episode
 from data.errors import UserError
 from data.screen import Region
 from drive.controller import ControllerSettings
@@ -257,3 +258,22 @@ def test_window_capture_follows_the_window_and_saves_the_first_frame(tmp_path):
     assert np.array_equal(saved, first)  # exactly the frame the agent got
     assert log == [f"first frame the agent sees (240x180): {tmp_path / 'first.png'}",
                    "game window moved: capturing 800x600 at (400, 300)"]
+
+
+def test_record_on_fake_windows_labels_physical_keys_with_azerty(tmp_path, monkeypatch, capsys):
+    """python -m tools.record on fake Windows: an Explorer window of the same title is passed over, the
+    layout is AZERTY, the player holds the physical W key (printed Z) and presses F9 to start recording."""
+    from drive.gta5.session import System
+    from tools.record import main as record
+
+    api = FakeWindows({1: window(cls="CabinetWClass"), 3: window()}, foreground=3, layout=AZERTY)
+    api.down_vks = {VK_Z, VK_F9}
+    monkeypatch.setattr(System, "real", classmethod(lambda cls: System(api=api, screen=FakeScreen)))
+    record(["--profile", "gta5", "--out", str(tmp_path / "rec"), "--pause-key", "F9", "--fps", "20",
+            "--minutes", str(0.5 / 60)])
+    [path] = (tmp_path / "rec" / "regular").iterdir()
+    episode = Episode(path)
+    assert len(episode) > 0 and episode.frames[0].shape == (180, 240, 3)
+    assert (episode.keys[:] == [1, 0, 0, 0]).all()  # w, though the layout calls that key Z
+    assert episode.attrs["capture"]["region"] == [100, 50, 800, 600]
+    assert "game window 'Grand Theft Auto V' (class grcWindow): capturing 800x600 at (100, 50)" in capsys.readouterr().out
