@@ -4,6 +4,7 @@
     python -m drive --ckpt runs/train/best.pt --latency 0.1 --video drive.mp4
     python -m drive --ckpt runs/train/best.pt --eval --seeds 1000-1009 --latency 0.1 --table eval.md
     python -m drive --ckpt runs/gta/best.pt --game gta5 [--region 0,0,800,600] [--telemetry drive.jsonl]
+    python -m drive --ckpt runs/gta/best.pt --game gta5 --record-corrections recordings/corrections
 """
 import argparse
 import dataclasses
@@ -20,6 +21,8 @@ from data.screen import Region, ScreenSource, find_window_region
 from drive.agent import Agent, load_agent
 from drive.carracing import CarRacingGame, GameSettings
 from drive.controller import ControllerSettings
+from drive.gta5.player_keys import TAKEOVER_KEYS, PlayerKeyHook, Win32HookApi
+from drive.takeover import Takeover, TakeoverSettings, default_context_s
 from drive.evaluate import (TrackSettings, check_agent_plays_carracing, evaluate_agent, evaluate_expert,
                             expert_latency, format_table, parse_seeds, run_track)
 from drive.keys import KeyboardPackageSink, KeyScheduler, RecordingSink, WindowsSendInputSink
@@ -76,11 +79,23 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--no-hotkeys", action="store_true", help="no quit/pause/steer hotkeys (Ctrl-C still stops)")
     g.add_argument("--max-seconds", type=float, help="stop after this many seconds (default: no limit)")
     g.add_argument("--countdown", type=float, help=f"seconds to switch to the game first (default: {DEFAULT_COUNTDOWN:g})")
+    t = p.add_argument_group("take over and teach (gta5)")
+    t.add_argument("--record-corrections", type=Path, metavar="DIR",
+                   help="press w/a/s/d (or hold --takeover-key) to take over from the agent; what you drive is "
+                        "recorded into DIR as `correction` episodes, the agent's lead-up as context")
+    t.add_argument("--context", type=float, help="seconds of the agent's lead-up kept before a takeover "
+                   "(default: one sequence plus the label shift, from the checkpoint)")
+    t.add_argument("--handback", type=float, default=TakeoverSettings.handback_s,
+                   help="the agent drives again after this many seconds with no key of yours down (default: %(default)s)")
+    t.add_argument("--takeover-key", default=TakeoverSettings.takeover_key, choices=list(TAKEOVER_KEYS),
+                   help="held: you drive; released: the agent drives again at once (default: %(default)s)")
+    t.add_argument("--correction-fps", type=float, default=TakeoverSettings.fps,
+                   help="frames per second recorded while you drive, about the agent's decision rate (default: %(default)s)")
     return p
 
 
 CARRACING_ONLY = ("latency", "seed", "max_steps", "video", "eval", "seeds", "table")
-GTA5_ONLY = ("keys", "region", "window", "no_hotkeys", "max_seconds", "countdown")
+GTA5_ONLY = ("keys", "region", "window", "no_hotkeys", "max_seconds", "countdown", "record_corrections", "context")
 
 
 def check_args(args) -> None:
@@ -108,7 +123,14 @@ def check_args(args) -> None:
         raise UserError(f"{args.telemetry}: already exists; choose a new --telemetry file")
     if args.max_decisions < 0:
         raise UserError(f"--max-decisions {args.max_decisions}: must be >= 0")
+    if args.record_corrections is not None:
+        takeover_settings(args).check()
     controller_settings(args, ControllerSettings()).check()
+
+
+def takeover_settings(args) -> TakeoverSettings:
+    return TakeoverSettings(out_dir=args.record_corrections, context_s=args.context, handback_s=args.handback,
+                            takeover_key=args.takeover_key, fps=args.correction_fps)
 
 
 def controller_settings(args, defaults: ControllerSettings) -> ControllerSettings:
@@ -201,7 +223,16 @@ def drive_gta5(agent: Agent, controller: ControllerSettings, args) -> None:
     hotkeys = None if args.no_hotkeys else KeyboardHotkeys(
         [loop.quit_key, loop.pause_key, loop.steer_less_key, loop.steer_more_key])
     scheduler = KeyScheduler(KEY_SINKS[sink_name]())
+    hook = takeover = None
     try:
+        if args.record_corrections is not None:
+            hook = PlayerKeyHook(Win32HookApi(), args.takeover_key).start()
+            settings = takeover_settings(args)
+            context = settings.context_s
+            if context is None:
+                context = default_context_s(agent.seq_len, agent.stride_s, float(agent.settings.get("label_shift_s", 0.0)))
+            takeover = Takeover(settings, hook, scheduler.release_all, profile.frame_shape, profile.name, context)
+            print(f"take over: press w/a/s/d or hold {args.takeover_key}; corrections go to {args.record_corrections}")
         keys_help = (f"{loop.quit_key} quits, {loop.pause_key} pauses/resumes, {loop.steer_less_key}/"
                      f"{loop.steer_more_key} lower/raise max steer" if hotkeys else "none (Ctrl-C stops)")
         print(f"keys: {sink_name}; hotkeys: {keys_help}")
@@ -211,12 +242,14 @@ def drive_gta5(agent: Agent, controller: ControllerSettings, args) -> None:
             time.sleep(countdown)
         parts = DriveParts(grab=grab, preprocess_fn=agent.preprocess_fn, features_fn=agent.features_fn,
                            head_fn=agent.head_fn, scheduler=scheduler, hotkeys=hotkeys or (lambda: ()),
-                           sync=_sync(agent))
+                           sync=_sync(agent), takeover=takeover)
         drive(parts, controller, loop)
     finally:
         scheduler.close()
         if hotkeys is not None:
             hotkeys.close()
+        if hook is not None:
+            hook.close()
 
 
 def _sync(agent: Agent):

@@ -28,6 +28,7 @@ from data.labels import KEYS
 from drive.controller import ControllerSettings, decide
 from drive.keys import KeyOutput, release_keys_on_exit
 from drive.ring import RingBuffer
+from drive.takeover import PLAYER, Takeover
 
 MODES = ("ring", "recompute")
 STAGES = ("capture", "preprocess", "backbone", "head", "total")
@@ -78,6 +79,7 @@ class DriveParts:
     scheduler: KeyOutput  # a KeyScheduler over a key sink, or a game's adapter
     hotkeys: Callable[[], Iterable[str]] = no_hotkeys  # names of hotkeys pressed since the last call
     sync: Callable[[], None] = lambda: None  # torch.cuda.synchronize on a GPU, so stage times are honest
+    takeover: Takeover | None = None  # the player may grab control; their corrections are recorded
 
 
 class HotkeyQueue:
@@ -177,6 +179,7 @@ class _Run:
     watchdog_releases: int = 0
     paused_since: float | None = None
     paused_s: float = 0.0
+    driver: str = "agent"
     latencies: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
 
 
@@ -199,6 +202,8 @@ def drive(parts: DriveParts, controller: ControllerSettings, settings: LoopSetti
             raise
         finally:
             parts.scheduler.release_all()  # first: writing logs may be slow or fail
+            if parts.takeover is not None:
+                parts.takeover.close(complete=error is None)
             if error is not None:
                 telemetry.write({"event": "error", "t": clock() - start, "error": f"{type(error).__name__}: {error}"})
             summary = _summary(parts.scheduler, settings, run, stopped_by, clock())
@@ -230,16 +235,38 @@ def _loop(parts, settings, run, telemetry, log) -> str:
         if run.paused_since is not None:
             time.sleep(settings.pause_poll_s)
             continue
+        if parts.takeover is not None and _player_drives(parts, run, telemetry, log, now):
+            frame = parts.grab()
+            if frame is None:
+                return "source_end"
+            parts.takeover.record(frame, clock())
+            continue
         if not _decide_once(parts, settings, run, telemetry):
             return "source_end"
 
 
+def _stop_agent(parts, run) -> None:
+    parts.scheduler.release_all()
+    run.ring.clear()  # history from before the stop would be stitched onto the new view
+    run.last_decision = None
+    run.expect_held = frozenset()
+
+
+def _player_drives(parts, run, telemetry, log, now) -> bool:
+    """Polls the takeover; on a change of driver the agent starts afresh. The status line says who drives."""
+    was = run.driver
+    run.driver = parts.takeover.poll(now)
+    if run.driver != was:
+        if run.driver == PLAYER:
+            _stop_agent(parts, run)  # the takeover released the keys already; this forgets the agent's history
+        telemetry.write({"event": "driver", "t": now - run.start, "driver": run.driver})
+        log(f"[{run.driver} drives]")
+    return run.driver == PLAYER
+
+
 def _toggle_pause(parts, run, telemetry, log, now) -> None:
     if run.paused_since is None:
-        parts.scheduler.release_all()
-        run.ring.clear()  # history from before the pause would be stitched onto the new view
-        run.last_decision = None
-        run.expect_held = frozenset()
+        _stop_agent(parts, run)
         run.paused_since = now
         event = "pause"
     else:
@@ -257,6 +284,8 @@ def _decide_once(parts, settings, run, telemetry) -> bool:
     if frame is None:
         return False
     t_capture = clock()
+    if parts.takeover is not None:
+        parts.takeover.observe(frame, t_capture)
     x = torch.as_tensor(parts.preprocess_fn(frame))
     parts.sync()
     t_pre = clock()
