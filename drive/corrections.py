@@ -58,9 +58,9 @@ class ExpertPlayer:
     """The player of drive.takeover on the embedded game, for drive.evaluate.run_track(player=...).
 
     start() per track wires it to the game; grab() wraps the track's frame source: while the player
-    drives, each frame is followed by the expert's plan for the interval (the game advances here), and
-    the keys seen down at a random instant of it are the player's keys for that frame — a keyboard
-    polled at capture time, as drive.expert_recording stores them."""
+    drives, the expert decides a plan on each frame, and the keys seen down at a random instant of the
+    interval after it are the player's keys for that frame — a keyboard polled at capture time, as
+    drive.expert_recording stores them. The game runs that plan for the interval before the next frame."""
 
     def __init__(self, out_dir: Path, settings: TakeoverRecordSettings, context_s: float, budget_frames: int,
                  rng: np.random.Generator, log: Callable[[str], None] = lambda s: None):
@@ -84,6 +84,7 @@ class ExpertPlayer:
         self._agent_down: set[str] = set()
         self._player_down: set[str] = set()
         self._holding = False
+        self._pending: dict[str, float] | None = None  # the expert's plan for the interval after its frame
         settings = TakeoverSettings(self.out_dir, self.context_s, takeover_key=GATE_KEY, fps=game.profile.fps)
         self.takeover = Takeover(settings, self.events, keys.release_all, game.profile.frame_shape, game.profile.name,
                                  self.context_s, log=self.log, name=f"takeover-seed{seed}")
@@ -120,28 +121,29 @@ class ExpertPlayer:
         return out
 
     def grab(self, capture: Callable[[], np.ndarray | None]) -> Callable[[], np.ndarray | None]:
+        """The track's frame source, wrapped: the expert's last plan first runs its interval (its frame was
+        captured when the plan was decided), then the frame; while the player drives, the expert decides on it."""
         def grab():
+            if self._pending is not None:
+                self.game.advance(self.s.latency)  # the plan in flight runs on, then the expert's starts
+                self.game.advance(self.interval - self.s.latency, self._pending)
+                self._pending = None
             if self.labelled_frames >= self.budget:
                 return None  # the expert-labelled budget is spent: the run ends here
-            if self.takeover.driver != PLAYER:
-                return capture()
             frame = capture()
-            if frame is None:
-                return None
-            self._expert_interval()
+            if frame is not None and self.takeover.driver == PLAYER:
+                self._expert_decides()
             return frame
         return grab
 
-    def _expert_interval(self) -> None:
+    def _expert_decides(self) -> None:
         game, latency, interval = self.game, self.s.latency, self.interval
         wanted = self.expert.decide(game, latency)
         held = held_seconds(game.hold, game.plan_time, latency) + held_seconds(wanted, 0.0, interval - latency)
-        sampled = frame_keys(held / interval, "sample", self.rng)
-        down = {k for k, v in zip(KEYS, sampled) if v}
+        down = {k for k, v in zip(KEYS, frame_keys(held / interval, "sample", self.rng)) if v}
         self._queue += self._changes(self._player_down, down, injected=False)
         self._player_down = down
-        game.advance(latency)
-        game.advance(interval - latency, wanted)
+        self._pending = wanted
 
     def _changes(self, before: set[str], after: set[str], injected: bool) -> list[KeyEvent]:
         t = self.keys.game_time()

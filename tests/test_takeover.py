@@ -262,3 +262,29 @@ def test_struct_layout_matches_kbdllhookstruct():
     assert [f[0] for f in KbdLLHookStruct._fields_] == ["vkCode", "scanCode", "flags", "time", "dwExtraInfo"]
     assert KbdLLHookStruct.dwExtraInfo.offset == 16  # four DWORDs, then a pointer-sized ULONG_PTR
     assert ctypes.sizeof(KbdLLHookStruct) == 16 + ctypes.sizeof(ctypes.c_void_p)
+
+
+def test_the_expert_takes_over_behind_the_gate_on_the_embedded_game(tmp_path, monkeypatch):
+    from drive import corrections
+    from drive.corrections import GATE_KEY, GateSettings, TakeoverRecordSettings, record_takeover
+    from tests.test_agent import make_checkpoint, silent
+
+    ckpt, _ = make_checkpoint(tmp_path, label_shift_s=0.1)
+    seen = []  # every event the takeover read, in order
+    events = corrections.ExpertPlayer.events
+    monkeypatch.setattr(corrections.ExpertPlayer, "events", lambda self: seen.extend(out := events(self)) or out)
+    settings = TakeoverRecordSettings(gate=GateSettings(max_offset=1.0, back_offset=0.5))
+    paths = record_takeover(ckpt, tmp_path / "rec", minutes=0.05, seed=7, settings=settings, log=silent)
+    assert paths and all(p.name.startswith("takeover-seed") for p in paths)
+    eps = [Episode(p) for p in paths]
+    assert all(ep.kind == "correction" and ep.complete and ep.attrs["source"] == "takeover" for ep in eps)
+    assert sum(len(ep) - ep.context_frames for ep in eps) == round(0.05 * 60 * 10)  # the expert-labelled budget
+    assert all(ep.keys[:ep.context_frames].sum() == 0 for ep in eps)
+    assert sum(ep.keys[ep.context_frames:, 0].sum() for ep in eps) > 0  # the expert's gas
+    np.testing.assert_allclose(np.diff(eps[0].t[:]), 0.1, atol=1e-9)  # lead-up and the expert's frames alike
+    # the agent's presses reached the takeover, marked injected; only the gate's key press took over
+    assert any(e.injected for e in seen)
+    gate_downs = [e for e in seen if e.key == GATE_KEY and e.down]
+    assert len(gate_downs) == len(paths) and not any(e.injected for e in gate_downs)
+    with pytest.raises(UserError, match="takeover-seed7-"):
+        record_takeover(ckpt, tmp_path / "rec", minutes=0.05, seed=7, settings=settings, log=silent)
