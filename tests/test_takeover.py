@@ -288,3 +288,25 @@ def test_the_expert_takes_over_behind_the_gate_on_the_embedded_game(tmp_path, mo
     assert len(gate_downs) == len(paths) and not any(e.injected for e in gate_downs)
     with pytest.raises(UserError, match="takeover-seed7-"):
         record_takeover(ckpt, tmp_path / "rec", minutes=0.05, seed=7, settings=settings, log=silent)
+
+
+def test_drive_cli_refuses_takeover_mistakes_before_loading_anything(tmp_path):
+    from drive.__main__ import main
+    missing = tmp_path / "missing.pt"  # never read: every refusal comes first
+    (tmp_path / "file").write_text("x")
+    cases = [(["--record-corrections", str(tmp_path / "c")], "--record-corrections works with --game gta5 only"),
+             (["--game", "gta5", "--record-corrections", str(tmp_path / "c"), "--handback", "0"], "--handback 0"),
+             (["--game", "gta5", "--record-corrections", str(tmp_path / "file")], "is a file"),
+             (["--game", "gta5", "--record-corrections", str(tmp_path / "c"), "--context", "-1"], "--context -1")]
+    for extra, message in cases:
+        with pytest.raises(UserError, match=message):
+            main(["--ckpt", str(missing)] + extra)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_record_cli_takeover_refuses_dagger_flags(tmp_path):
+    from tools.record import main as record
+    with pytest.raises(UserError, match="--takeover records the expert's corrections only"):
+        record(["--game", "carracing", "--expert", "--takeover", str(tmp_path / "c.pt"), "--dagger", str(tmp_path / "c.pt"),
+                "--minutes", "1", "--out", str(tmp_path / "rec")])
+    assert not (tmp_path / "rec").exists()
