@@ -84,7 +84,7 @@ class Takeover:
         self._last_recorded = -math.inf
 
     def observe(self, frame: np.ndarray, t: float) -> None:
-        """A frame the agent acts on: kept for the lead-up of a takeover."""
+        """A frame the agent acts on (or the player's last ones): kept for the lead-up of a takeover."""
         self._lead_up.append((t, frame))
         while self._lead_up and self._lead_up[0][0] < t - self.context_s - 1e-9:
             self._lead_up.popleft()
@@ -127,6 +127,7 @@ class Takeover:
         self._writer.append(frame, keys, t - self._t0)
         self._last_recorded = t
         self.player_frames += 1
+        self.observe(frame, t)  # a takeover soon after the hand-back gets these as its lead-up too
         return True
 
     def flush(self) -> None:

@@ -9,8 +9,9 @@ then get `rounds` x `round-minutes` of expert-labelled game time more:
   takeover  the latest head drives the same tracks; the expert takes over behind a gate when the car
             leaves the road or drifts off the line, and only its stretches are labelled (drive.corrections);
             the agent may drive far longer than round-minutes, only the expert's frames count.
-After the last round each arm trains its final head with every training seed and drives the held-out
-tracks at a fixed latency. Writes OUT/results.md (table and verdicts by the project's rule: a gap is
+After the last round each arm trains its final head with every training seed, on all its data (no
+validation split, so no arm loses a different share of its new data; the last checkpoint is scored), and
+drives the held-out tracks at a fixed latency. Writes OUT/results.md (table and verdicts by the project's rule: a gap is
 confirmed when it exceeds twice its standard error over training seeds) and OUT/results.json. Every step
 is skipped when its output is there, so an interrupted run continues.
 """
@@ -122,7 +123,9 @@ def final_heads(s: CompareSettings, arm: str, cache: Path, log) -> list[Path]:
             log(f"{arm}: final head, training seed {seed}, {d.steps} steps")
             ts = train_settings(d, cache, out, d.steps)
             weights = (("correction", s.correction_weight),) if arm == "takeover" and s.correction_weight != 1 else ()
-            train(replace(ts, seed=seed, sampler=replace(ts.sampler, seed=seed, kind_weights=weights), quiet=True))
+            # no validation split: it would hold out a different share of each arm's new data (at toy size all of it)
+            train(replace(ts, seed=seed, sampler=replace(ts.sampler, seed=seed, kind_weights=weights), quiet=True,
+                          split=replace(ts.split, val_fraction=0.0)))
         ckpts.append(out / "best.pt")
     return ckpts
 
