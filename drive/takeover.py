@@ -130,10 +130,6 @@ class Takeover:
         self.observe(frame, t)  # a takeover soon after the hand-back gets these as its lead-up too
         return True
 
-    def flush(self) -> None:
-        if self._writer is not None:
-            self._writer.flush()
-
     def close(self, complete: bool = True) -> None:
         """End the correction in progress (if any); the agent would drive next."""
         if self._writer is not None:
