@@ -4,7 +4,11 @@ One index table holds every valid sample: (episode, last input row, label row). 
 `seq_len` cache rows `stride` apart ending at `last`; its label is the recording's keys at the first
 recorded frame at or after `label_shift` seconds past the last input frame (labels come from the
 recording at its full rate, never from the cache). No sample crosses a segment of the train/val split,
-and none uses stuck padding, which the cache does not hold.
+and none uses stuck padding, which the cache does not hold. A correction's lead-up (`context_frames`,
+the agent driving before the player took over) is input only: no label row lies in it.
+
+kind_weights weight each sample's loss by its episode's kind (e.g. corrections counted 3x); a batch
+carries them in Batch.weights.
 
 Two reading modes give the same samples:
   ram     every needed array of the cache in memory (or GPU memory), gathered by index;
@@ -47,6 +51,7 @@ class SamplerSettings:
     label_shift_s: float = 0.0  # predict the keys this long after the last frame (the loop's latency)
     tokens: str = "patches"  # patches, cls or both: which arrays are read
     variant_weights: tuple[tuple[str, float], ...] | None = None  # None: every cached variant equally
+    kind_weights: tuple[tuple[str, float], ...] = ()  # loss weight per episode kind; kinds not named weigh 1
     batch_size: int = 64
     mode: str = "ram"  # ram or stream
     buffer_blocks: int = 8  # stream mode: reads whose samples are mixed in each batch (held in memory at once)
@@ -66,6 +71,7 @@ class Batch:
     #                                  'cls' (B, T, C) fp16; only the arrays that settings.tokens reads
     keys: torch.Tensor  # (B, 4) float32 labels
     ids: np.ndarray  # (B, 4) int64: episode, last row, label row, variant index (for tests and replay)
+    weights: torch.Tensor | None = None  # (B,) float32 loss weight of each sample (its episode's kind weight)
 
     def float_tokens(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(patch (B, T, P, C), cls (B, T, C)) in float32 on the batch's device, None where not read.
@@ -96,6 +102,7 @@ class SequenceSampler:
         self.episodes: list[CachedEpisode] = []
         self.keys: list[np.ndarray] = []
         self.strides: list[int] = []  # per episode, in cache rows
+        self.kinds: list[str] = []  # per episode
         tables = []
         for seg_path in dict.fromkeys(Path(s.path).resolve() for s in segments):
             ep = by_path.get(seg_path)
@@ -106,8 +113,9 @@ class SequenceSampler:
             rec = Episode(ep.recording)
             self.episodes.append(ep)
             self.keys.append(rec.keys[:])
+            self.kinds.append(rec.kind)
             mine = [s for s in segments if Path(s.path).resolve() == seg_path]
-            tables.append(self._samples(len(self.episodes) - 1, ep, rec.t[:], mine))
+            tables.append(self._samples(len(self.episodes) - 1, ep, rec.t[:], mine, rec.context_frames))
         self.table = np.concatenate(tables) if tables else np.zeros((0, 4), np.int64)
         self.variants = self.episodes[0].variants if self.episodes else [CLEAN]
         weights = dict(settings.variant_weights or [(v, 1.0) for v in self.variants])
@@ -115,10 +123,13 @@ class SequenceSampler:
         if unknown:
             raise UserError(f"variant weights name {sorted(unknown)}, the cache holds {self.variants}")
         self.weights = np.array([weights.get(v, 0.0) for v in self.variants], dtype=float)
+        self.episode_weights = torch.tensor([dict(settings.kind_weights).get(k, 1.0) for k in self.kinds],
+                                            dtype=torch.float32)
         self._ram: dict | None = None
         self.augment = AugmentSpec.from_text(cache.spec["augment"])  # parsed once, not per label
 
-    def _samples(self, index: int, ep: CachedEpisode, t: np.ndarray, segments: list[Segment]) -> np.ndarray:
+    def _samples(self, index: int, ep: CachedEpisode, t: np.ndarray, segments: list[Segment],
+                 context_frames: int = 0) -> np.ndarray:
         """(episode, last, label, same_block) rows of every valid sample of one cached episode."""
         s = self.s
         rows = ep.rows
@@ -131,7 +142,7 @@ class SequenceSampler:
         last = np.arange(span, len(rows))
         first = last - span
         label = np.searchsorted(t, t[rows[last]] + s.label_shift_s - 1e-9)
-        ok = label < len(t)
+        ok = (label < len(t)) & (label >= context_frames)
         in_segment = np.zeros(len(last), dtype=bool)
         for seg in segments:
             in_segment |= (rows[first] >= seg.start) & (label < seg.stop) & (rows[last] < seg.stop)
@@ -332,7 +343,9 @@ class SequenceSampler:
     def _batch(self, arrays: dict, ids: np.ndarray, var: np.ndarray) -> Batch:
         table = self.table[ids]
         keys = self._epoch_labels[ids].to(self.device)
-        return Batch(stored=arrays, keys=keys, ids=np.stack([table[:, 0], table[:, 1], table[:, 2], var], axis=1))
+        weights = self.episode_weights[torch.as_tensor(table[:, 0])].to(self.device)
+        return Batch(stored=arrays, keys=keys, ids=np.stack([table[:, 0], table[:, 1], table[:, 2], var], axis=1),
+                     weights=weights)
 
 
 def select_rows(source: torch.Tensor, index: torch.Tensor, out: torch.Tensor) -> None:

@@ -31,6 +31,7 @@ class EpisodeMeta:
     fps: float  # measured (or, for imports, declared) frames per second
     kind: str = "regular"  # regular, stuck, turns, or any user label
     pad_frames: int = 0  # leading frames that no sample may use (stuck recordings)
+    context_frames: int = 0  # leading frames a sample may take as input, never as its label (a correction's lead-up)
     profile: str = ""  # game profile name
     capture: dict = field(default_factory=dict)  # capture geometry: region, capture and frame size
     source: str = "recorded"  # "recorded", "expert", or "imported from <file>"
@@ -237,6 +238,10 @@ class Episode:
     @property
     def pad_frames(self) -> int:
         return int(self.attrs.get("pad_frames", 0))
+
+    @property
+    def context_frames(self) -> int:
+        return int(self.attrs.get("context_frames", 0))
 
     @property
     def complete(self) -> bool:

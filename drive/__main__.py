@@ -4,6 +4,7 @@
     python -m drive --ckpt runs/train/best.pt --latency 0.1 --video drive.mp4
     python -m drive --ckpt runs/train/best.pt --eval --seeds 1000-1009 --latency 0.1 --table eval.md
     python -m drive --ckpt runs/gta/best.pt --game gta5 [--region 0,0,800,600] [--telemetry drive.jsonl]
+    python -m drive --ckpt runs/gta/best.pt --game gta5 --record-corrections recordings/corrections
 """
 import argparse
 import dataclasses
@@ -15,6 +16,8 @@ from data.screen import Region
 from drive.agent import Agent, load_agent
 from drive.carracing import CarRacingGame, GameSettings
 from drive.controller import ControllerSettings
+from drive.gta5.scancodes import key_name
+from drive.takeover import TakeoverSettings, default_context_s
 from drive.evaluate import (TrackSettings, check_agent_plays_carracing, evaluate_agent, evaluate_expert,
                             expert_latency, format_table, parse_seeds, run_track)
 from drive.gta5.session import KEY_OUTPUTS, GtaOptions, drive_gta5 as drive_gta5_window
@@ -72,11 +75,24 @@ def parser() -> argparse.ArgumentParser:
                    f"start and after every switch back (default: {GtaOptions.countdown_s:g})")
     g.add_argument("--first-frame", type=Path, help="PNG of the first frame the agent sees "
                    f"(default: {GtaOptions.first_frame})")
+    t = p.add_argument_group("take over and teach (gta5)")
+    t.add_argument("--record-corrections", type=Path, metavar="DIR",
+                   help="press w/a/s/d (or hold --takeover-key) to take over from the agent; what you drive is "
+                        "recorded into DIR as `correction` episodes, the agent's lead-up as context")
+    t.add_argument("--context", type=float, help="seconds of the agent's lead-up kept before a takeover "
+                   "(default: one sequence plus the label shift, from the checkpoint)")
+    t.add_argument("--handback", type=float, default=TakeoverSettings.handback_s,
+                   help="the agent drives again after this many seconds with no key of yours down (default: %(default)s)")
+    t.add_argument("--takeover-key", default=TakeoverSettings.takeover_key,
+                   help="held: you drive; released: the agent drives again at once (default: %(default)s)")
+    t.add_argument("--correction-fps", type=float, default=TakeoverSettings.fps,
+                   help="frames per second recorded while you drive, about the agent's decision rate (default: %(default)s)")
     return p
 
 
 CARRACING_ONLY = ("latency", "seed", "max_steps", "video", "eval", "seeds", "table")
-GTA5_ONLY = ("keys", "region", "window", "no_hotkeys", "max_seconds", "countdown", "first_frame")
+GTA5_ONLY = ("keys", "region", "window", "no_hotkeys", "max_seconds", "countdown", "first_frame", "record_corrections",
+             "context")
 
 
 def check_args(args) -> None:
@@ -104,7 +120,14 @@ def check_args(args) -> None:
         raise UserError(f"{args.telemetry}: already exists; choose a new --telemetry file")
     if args.max_decisions < 0:
         raise UserError(f"--max-decisions {args.max_decisions}: must be >= 0")
+    if args.record_corrections is not None:
+        takeover_settings(args).check()
     controller_settings(args, ControllerSettings()).check()
+
+
+def takeover_settings(args) -> TakeoverSettings:
+    return TakeoverSettings(out_dir=args.record_corrections, context_s=args.context, handback_s=args.handback,
+                            takeover_key=key_name(args.takeover_key, "--takeover-key"), fps=args.correction_fps)
 
 
 def controller_settings(args, defaults: ControllerSettings) -> ControllerSettings:
@@ -179,7 +202,14 @@ def drive_gta5(agent: Agent, controller: ControllerSettings, args) -> None:
     loop = LoopSettings(seq_len=agent.seq_len, stride_s=agent.stride_s, mode=args.mode, watchdog_s=args.watchdog,
                         recording_fps=agent.profile.fps, max_decisions=args.max_decisions,
                         max_seconds=args.max_seconds or 0.0, telemetry_path=args.telemetry)
+    takeover = None
+    if args.record_corrections is not None:
+        takeover = takeover_settings(args)
+        if takeover.context_s is None:
+            takeover = dataclasses.replace(takeover, context_s=default_context_s(
+                agent.seq_len, agent.stride_s, float(agent.settings.get("label_shift_s", 0.0))))
     options = GtaOptions(keys=args.keys, region=args.region, window=args.window, hotkeys=not args.no_hotkeys,
+                         takeover=takeover,
                          **{k: v for k, v in (("countdown_s", args.countdown), ("first_frame", args.first_frame))
                             if v is not None})
     drive_gta5_window(agent, controller, loop, options)

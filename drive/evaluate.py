@@ -126,14 +126,18 @@ class TrackVideo:
 
 def run_track(agent: Agent, game: CarRacingGame, seed: int, controller: ControllerSettings, settings: TrackSettings,
               video: VideoWriter | None = None, telemetry: Path | None = None,
-              log: Callable[[str], None] = lambda s: None) -> tuple[TrackRun, DriveSummary]:
-    """The agent drives one track until the game ends; returns its score and the loop's summary."""
+              log: Callable[[str], None] = lambda s: None, player=None) -> tuple[TrackRun, DriveSummary]:
+    """The agent drives one track until the game ends; returns its score and the loop's summary.
+    player: one who may take over (drive.corrections.ExpertPlayer): it sees the agent's plans, owns the
+    frames while it drives, and its Takeover records the corrections."""
     game.reset(seed)
     if settings.latency is None:
         agent.warm_up()  # the game runs on in wall time: the first call's set-up cost would be thinking time
     film = TrackVideo(video) if video is not None else None
     realtime = RealTimeGame(game, settings.latency)
     keys = GameKeys(realtime, on_plan=(lambda hold: film.decision(game, hold, keys.game_time())) if film else None)
+    if player is not None:
+        keys.on_plan = player.start(game, keys, realtime, seed)
 
     def grab():
         if game.done:
@@ -156,8 +160,9 @@ def run_track(agent: Agent, game: CarRacingGame, seed: int, controller: Controll
                         first_interval_s=settings.latency or 0.1,
                         recording_fps=agent.profile.fps, max_decisions=settings.max_decisions,
                         telemetry_path=telemetry)
-    parts = DriveParts(grab=grab, preprocess_fn=agent.preprocess_fn, features_fn=agent.features_fn,
-                       head_fn=head_fn, scheduler=keys)
+    parts = DriveParts(grab=player.grab(grab) if player else grab, preprocess_fn=agent.preprocess_fn,
+                       features_fn=agent.features_fn, head_fn=head_fn, scheduler=keys,
+                       takeover=player.takeover if player else None)
     start = time.perf_counter()
     summary = drive(parts, controller, loop, log=log)
     run = TrackRun(**dataclasses.asdict(game.stats), decisions=summary.decisions,

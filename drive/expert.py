@@ -128,6 +128,18 @@ class Expert:
         error = math.atan2(ahead[1], ahead[0]) - car.heading
         return abs(math.atan2(math.sin(error), math.cos(error))) < tolerance
 
+    def offset(self, game: CarRacingGame) -> float:
+        """Distance from the car to the centre line (the expert's racing line) near its progress, world units."""
+        car = game.car_state()
+        i, n = self._progress(car), len(self.track)
+        p = np.array([car.x, car.y])
+        best = math.inf
+        for a, b in ((self.track[(i - 1) % n], self.track[i]), (self.track[i], self.track[(i + 1) % n])):
+            ab = b - a
+            u = min(max(float(np.dot(p - a, ab) / max(np.dot(ab, ab), 1e-12)), 0.0), 1.0)
+            best = min(best, float(np.hypot(*(p - a - u * ab))))
+        return best
+
     def _progress(self, car: CarState) -> int:
         """Index of the nearest centre-line point, searched near the last one so crossings don't confuse it."""
         n = len(self.track)

@@ -29,6 +29,7 @@ from data.labels import KEYS
 from drive.controller import ControllerSettings, decide
 from drive.keys import KeyOutput, release_keys_on_exit
 from drive.ring import RingBuffer
+from drive.takeover import PLAYER, Takeover
 
 MODES = ("ring", "recompute")
 STAGES = ("capture", "preprocess", "backbone", "head", "total")
@@ -84,6 +85,7 @@ class DriveParts:
     focused: Callable[[], bool] | None = None  # whether the game window has focus; None: no focus check
     status: Callable[[str], None] | None = None  # shows the one-line live status (replaced in place)
     sleep: Callable[[float], None] = time.sleep  # waits while paused
+    takeover: Takeover | None = None  # the player may grab control; their corrections are recorded
 
 
 class HotkeyQueue:
@@ -187,6 +189,7 @@ class _Run:
     resume_at: float | None = None  # focus is back: drive from this time on
     last_status: float = -math.inf
     recent: deque = field(default_factory=lambda: deque(maxlen=20))  # (decision time, total latency s)
+    driver: str = "agent"
     latencies: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
 
 
@@ -211,6 +214,8 @@ def drive(parts: DriveParts, controller: ControllerSettings, settings: LoopSetti
             raise
         finally:
             parts.scheduler.release_all()  # first: writing logs may be slow or fail
+            if parts.takeover is not None:
+                parts.takeover.close(complete=error is None)
             if error is not None:
                 telemetry.write({"event": "error", "t": clock() - start, "error": f"{type(error).__name__}: {error}"})
             summary = _summary(parts.scheduler, settings, run, stopped_by, clock())
@@ -248,16 +253,41 @@ def _loop(parts, settings, run, telemetry, log) -> str:
         if run.paused_by:
             parts.sleep(settings.pause_poll_s)
             continue
+        if parts.takeover is not None and _player_drives(parts, run, telemetry, log, now):
+            frame = parts.grab()
+            if frame is None:
+                return "source_end"
+            parts.takeover.record(frame, clock())
+            if parts.status is not None and now - run.last_status >= settings.status_every_s:
+                parts.status(f"player drives | recording a correction | held {''.join(k for k in KEYS if k in parts.takeover.held) or '-'}")
+                run.last_status = now
+            continue
         if not _decide_once(parts, settings, run, telemetry):
             return "source_end"
 
 
+def _stop_agent(parts, run) -> None:
+    parts.scheduler.release_all()
+    run.ring.clear()  # history from before the stop would be stitched onto the new view
+    run.last_decision = None
+    run.expect_held = frozenset()
+
+
+def _player_drives(parts, run, telemetry, log, now) -> bool:
+    """Polls the takeover; on a change of driver the agent starts afresh. The status line says who drives."""
+    was = run.driver
+    run.driver = parts.takeover.poll(now)
+    if run.driver != was:
+        if run.driver == PLAYER:
+            _stop_agent(parts, run)  # the takeover released the keys already; this forgets the agent's history
+        telemetry.write({"event": "driver", "t": now - run.start, "driver": run.driver})
+        log(f"[{run.driver} drives]")
+    return run.driver == PLAYER
+
+
 def _pause(parts, run, telemetry, now, reason: str) -> None:
     if not run.paused_by:
-        parts.scheduler.release_all()
-        run.ring.clear()  # history from before the pause would be stitched onto the new view
-        run.last_decision = None
-        run.expect_held = frozenset()
+        _stop_agent(parts, run)
         run.paused_since = now
     run.paused_by.add(reason)
     telemetry.write({"event": "pause", "t": now - run.start, "by": reason})
@@ -296,6 +326,8 @@ def _decide_once(parts, settings, run, telemetry) -> bool:
     if frame is None:
         return False
     t_capture = clock()
+    if parts.takeover is not None:
+        parts.takeover.observe(frame, t_capture)
     x = torch.as_tensor(parts.preprocess_fn(frame))
     parts.sync()
     t_pre = clock()
@@ -329,7 +361,8 @@ def _decide_once(parts, settings, run, telemetry) -> bool:
     run.decisions += 1
     run.recent.append((t_head, t_keys - t0))
     if parts.status is not None and t_keys - run.last_status >= settings.status_every_s:
-        parts.status(status_line(probs, scheduler.held_keys(), run.recent))
+        who = "agent drives | " if parts.takeover is not None else ""
+        parts.status(who + status_line(probs, scheduler.held_keys(), run.recent))
         run.last_status = t_keys
 
     ms = dict(zip(STAGES, (t_capture - t0, t_pre - t_capture, t_backbone - t_pre, t_head - t_backbone,

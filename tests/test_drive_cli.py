@@ -241,6 +241,59 @@ def test_gta5_path_with_a_fake_windows(tmp_path, monkeypatch, capsys):
     assert "\rp w " in out and "decisions/s | latency" in out  # the live status line
 
 
+def test_gta5_takeover_on_fake_windows_records_a_correction(tmp_path, monkeypatch, capsys):
+    """--record-corrections on the whole gta5 path: the player's physical press of a (from the injected
+    key source) takes over, every agent key is up, the correction's lead-up is context, and the agent drives
+    again after --handback."""
+    from drive.gta5.session import System
+    from drive.takeover import KeyEvent
+    from tests.test_gta5 import FakeScreen, FakeWindows, window
+    from tests.test_loop import FakeClock
+
+    clock = FakeClock()
+    api = FakeWindows({3: window()}, foreground=3)
+
+    def screen(region):
+        fake = FakeScreen(region)
+        original = fake.grab
+
+        def grab():
+            clock.t += 0.1
+            return original()
+        fake.grab = grab
+        return fake
+
+    script = [(0.75, KeyEvent("d", True, 0.75, injected=True)), (0.8, KeyEvent("a", True, 0.8)),
+              (1.3, KeyEvent("a", False, 1.3))]
+    taken = []
+
+    def player_keys(takeover_key):
+        assert takeover_key == "y"
+
+        def events():
+            due = [e for t, e in script if t <= clock.t and e not in taken]
+            taken.extend(due)
+            return due
+        return events
+
+    system = System(api=api, screen=screen, clock=clock, precise_sleep=lambda s: None, sleep=lambda s: setattr(clock, "t", clock.t + s),
+                    player_keys=player_keys)
+    monkeypatch.setattr(System, "real", classmethod(lambda cls: system))
+    gta_ckpt, _ = make_checkpoint(tmp_path / "gta", profile="gta5")
+    main(["--ckpt", str(gta_ckpt), "--game", "gta5", "--no-hotkeys", "--countdown", "0", "--max-seconds", "4",
+          "--telemetry", str(tmp_path / "t.jsonl"), "--first-frame", str(tmp_path / "first.png"),
+          "--record-corrections", str(tmp_path / "corr"), "--handback", "1", "--context", "0.5"])
+    drivers = [r["driver"] for r in read_jsonl(tmp_path / "t.jsonl") if r["event"] == "driver"]
+    assert drivers == ["player", "agent"]
+    (path,) = sorted((tmp_path / "corr").iterdir())
+    episode = Episode(path)
+    assert episode.kind == "correction" and 1 <= episode.context_frames < len(episode)
+    keys = episode.keys[:]
+    assert keys[episode.context_frames:, 1].any() and not keys[episode.context_frames:, 3].any()  # a, never d
+    out = capsys.readouterr().out
+    assert "take over: press w/a/s/d or hold y" in out and "player drives" in out and "agent drives" in out
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="a machine without a display: Linux without DISPLAY")
 def test_gta5_without_a_display_is_one_line_exit_2(ckpt, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}

@@ -6,6 +6,7 @@ Screen: one episode per pause/resume. Expert: one episode per track, tracks seed
     python -m tools.record --profile gta5 --out runs/recordings --kind stuck --pad-seconds 4
     python -m tools.record --game carracing --expert --minutes 10 --seed 0 --out runs/recordings
     python -m tools.record --game carracing --expert --dagger runs/train/best.pt --minutes 3 --seed 500 --latency 0.1
+    python -m tools.record --game carracing --expert --takeover runs/train/best.pt --minutes 2 --seed 500 --latency 0.1
 """
 import argparse
 from pathlib import Path
@@ -41,7 +42,14 @@ def record_carracing_expert(args, p: argparse.ArgumentParser) -> None:
         print(f"{path.name}: track {stats.seed}, {len(episode)} frames, {stats.tile_share:.0%} of tiles, "
               f"reward {stats.reward:.0f}; {done[0] / episode.fps / 60:.1f} of {args.minutes:g} min", flush=True)
 
-    if args.dagger is not None:
+    if args.takeover is not None:
+        from drive.corrections import TakeoverRecordSettings, record_takeover
+        if args.dagger is not None or args.stuck_share is not None or args.perturb_every is not None:
+            raise UserError("--takeover records the expert's corrections only: leave out --dagger, --stuck-share "
+                            "and --perturb-every")
+        paths = record_takeover(args.takeover, args.out, args.minutes, seed,
+                                TakeoverRecordSettings(latency=args.latency or TakeoverRecordSettings.latency))
+    elif args.dagger is not None:
         from drive.dagger import record_dagger
         if args.perturb_every is None:
             settings.perturb_every = 0.0  # the agent makes its own mistakes
@@ -84,10 +92,15 @@ def main(argv: list[str] | None = None) -> None:
     expert.add_argument("--dagger", type=Path, metavar="CKPT",
                         help="DAgger: this checkpoint's agent drives, the expert's keys are stored (episodes "
                              "dagger-seed*; record with the --latency you drive at, on track seeds of their own)")
+    expert.add_argument("--takeover", type=Path, metavar="CKPT",
+                        help="take over and teach: this checkpoint's agent drives, the expert takes over when it "
+                             "leaves the road or drifts off the line; only those stretches are recorded (kind "
+                             "correction, episodes takeover-seed*; --minutes counts the expert's frames; "
+                             "--latency default 0.1)")
     args = p.parse_args(argv)
     if args.game or args.expert:
         return record_carracing_expert(args, p)
-    for flag in ("seed", "stuck_share", "perturb_every", "latency", "dagger"):
+    for flag in ("seed", "stuck_share", "perturb_every", "latency", "dagger", "takeover"):
         if getattr(args, flag) is not None:
             raise UserError(f"--{flag.replace('_', '-')} works with --game carracing --expert only")
 

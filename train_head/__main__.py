@@ -12,7 +12,7 @@ from data.errors import UserError, run_cli
 from data.split import SplitSettings
 from train_head.heads import KINDS, TOKENS, HeadSettings
 from train_head.optim import OptimSettings
-from train_head.train import ControllerDefaults, TrainSettings, train
+from train_head.train import ControllerDefaults, TrainSettings, parse_kind_weights, train
 
 
 def add_head_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,13 +32,17 @@ def add_head_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--kind-weight", action="append", default=[], metavar="KIND=WEIGHT",
+                   help="weight the loss of samples from episodes of KIND (repeatable; e.g. correction=3 counts a "
+                        "player's correction 3x); kinds not named weigh 1; stored in the checkpoint")
 
 
 def settings_from_args(args, cache: Path, out: Path) -> TrainSettings:
     return TrainSettings(
         cache=cache, out_dir=out, head=HeadSettings(kind=args.kind, tokens=args.tokens, seq_len=args.seq_len),
         sampler=SamplerSettings(seq_len=args.seq_len, stride_s=args.stride, label_shift_s=args.label_shift,
-                                tokens=args.tokens, batch_size=args.batch_size, mode=args.mode, seed=args.seed),
+                                tokens=args.tokens, batch_size=args.batch_size, mode=args.mode, seed=args.seed,
+                                kind_weights=parse_kind_weights(args.kind_weight)),
         optim=OptimSettings(lr=args.lr, min_lr=args.lr / 10, warmup_steps=min(100, args.steps // 10),
                             max_steps=args.steps),
         split=SplitSettings(val_fraction=args.val_fraction, seed=args.seed),

@@ -126,7 +126,8 @@ def train(s: TrainSettings) -> dict:
         while step < s.optim.max_steps:
             batch = next(stream)
             patch, cls = batch.float_tokens()  # the sampler yields stored dtypes: converted here, on the device
-            loss = train_step(model, optimizer, s.optim, step, patch, cls, batch.keys, autocast, pos_weight)
+            weights = batch.weights if s.sampler.kind_weights else None
+            loss = train_step(model, optimizer, s.optim, step, patch, cls, batch.keys, autocast, pos_weight, weights)
             step += 1
             seen += len(batch.keys)
             if log and (step % s.log_every == 0 or step == 1):
@@ -166,19 +167,44 @@ def train(s: TrainSettings) -> dict:
 
 
 def train_step(model, optimizer, optim: OptimSettings, step: int, patch, cls, keys: torch.Tensor, autocast,
-               pos_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """One optimisation step: lr for the step, forward under autocast, BCE, backward, clip, update."""
+               pos_weight: torch.Tensor | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """One optimisation step: lr for the step, forward under autocast, BCE, backward, clip, update.
+    weights (B,): a sample of weight 3 counts as three samples of weight 1 in the batch's mean loss."""
     set_lr(optimizer, lr_at(step, optim))
     model.train()
     with autocast:
         logits = model(patch, cls)
-    loss = F.binary_cross_entropy_with_logits(logits.float(), keys, pos_weight=pos_weight)
+    loss = weighted_bce(logits.float(), keys, pos_weight, weights)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if optim.grad_clip:
         torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
     optimizer.step()
     return loss
+
+
+def weighted_bce(logits: torch.Tensor, keys: torch.Tensor, pos_weight: torch.Tensor | None = None,
+                 weights: torch.Tensor | None = None) -> torch.Tensor:
+    """BCE averaged over keys, then over samples weighted by `weights` (None: all alike)."""
+    if weights is None:
+        return F.binary_cross_entropy_with_logits(logits, keys, pos_weight=pos_weight)
+    per_sample = F.binary_cross_entropy_with_logits(logits, keys, pos_weight=pos_weight, reduction="none").mean(1)
+    return (per_sample * weights).sum() / weights.sum().clamp_min(1e-12)
+
+
+def parse_kind_weights(texts: list[str]) -> tuple[tuple[str, float], ...]:
+    """['correction=3', ...] -> (('correction', 3.0), ...); one-line UserError naming --kind-weight."""
+    out = {}
+    for text in texts:
+        kind, _, value = text.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = math.nan
+        if not kind or not weight >= 0 or math.isinf(weight):
+            raise UserError(f"--kind-weight {text!r}: expected KIND=WEIGHT with a weight >= 0, e.g. correction=3")
+        out[kind] = weight
+    return tuple(out.items())
 
 
 @torch.no_grad()

@@ -19,7 +19,9 @@ from drive.gta5.send_input import FocusedOnlySink, SendInputSink
 from drive.gta5.win32 import WindowsApi, precise_sleep, raise_thread_priority
 from drive.gta5.window import GameWindow, WindowSpec, find_game_window
 from drive.keys import KeyboardPackageSink, KeyScheduler, RecordingSink, fine_thread_switching
+from drive.gta5.player_keys import PlayerKeyHook, Win32HookApi
 from drive.loop import DriveParts, KeyboardHotkeys, LoopSettings, drive
+from drive.takeover import KeyEvent, Takeover, TakeoverSettings
 
 KEY_OUTPUTS = ("sendinput", "keyboard", "virtual")
 
@@ -34,13 +36,14 @@ class System:
     precise_sleep: Callable[[float], None] = field(default_factory=precise_sleep)  # the key scheduler's last stretch
     sleep: Callable[[float], None] = time.sleep  # polling while paused, the start countdown without a focus check
     out: Callable[[str], None] = print
+    player_keys: Callable[[str], Callable[[], list[KeyEvent]]] | None = None  # takeover key -> player key events
 
     @classmethod
     def real(cls) -> "System":
         if sys.platform != "win32":
             return cls(api=None)
         from drive.gta5.win32 import User32
-        return cls(api=User32())
+        return cls(api=User32(), player_keys=lambda key: PlayerKeyHook(Win32HookApi(), key).start())
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class GtaOptions:
     hotkeys: bool = True
     countdown_s: float = 3.0  # after the game window has focus (or, without a focus check, after the start)
     first_frame: Path | None = Path("runs/drive/first_frame.png")
+    takeover: TakeoverSettings | None = None  # the player may take over; corrections are recorded (context_s resolved)
 
 
 class StatusPrinter:
@@ -96,7 +100,16 @@ def drive_gta5(agent, controller, loop: LoopSettings, options: GtaOptions, syste
     if options.hotkeys:
         hotkeys = HotkeyPoller(ScanCodeKeys(system.api, tuple(names))) if system.api else KeyboardHotkeys(names)
     scheduler = KeyScheduler(sink, clock=system.clock, sleep=system.precise_sleep, on_thread_start=raise_thread_priority)
+    player_keys = takeover = None
     try:
+        if options.takeover is not None:
+            if system.player_keys is None:
+                raise UserError("--record-corrections works on Windows only (it reads your keys through a keyboard hook)")
+            teach = options.takeover
+            player_keys = system.player_keys(teach.takeover_key)
+            takeover = Takeover(teach, player_keys, scheduler.release_all, profile.frame_shape, profile.name,
+                                teach.context_s, log=printer.log)
+            out(f"take over: press w/a/s/d or hold {teach.takeover_key}; corrections go to {teach.out_dir}")
         keys_help = (f"{names[0]} quits, {names[1]} pauses/resumes, {names[2]}/{names[3]} lower/raise max steer"
                      if hotkeys else "none (Ctrl-C stops)")
         out(f"keys: {sink_name}; hotkeys: {keys_help}")
@@ -111,7 +124,7 @@ def drive_gta5(agent, controller, loop: LoopSettings, options: GtaOptions, syste
         parts = DriveParts(grab=capture.grab, preprocess_fn=agent.preprocess_fn, features_fn=agent.features_fn,
                            head_fn=agent.head_fn, scheduler=scheduler, hotkeys=hotkeys or (lambda: ()),
                            sync=_sync(agent), focused=window.focused if window is not None else None,
-                           status=printer.status, sleep=system.sleep)
+                           status=printer.status, sleep=system.sleep, takeover=takeover)
         loop = dataclasses.replace(loop, focus_countdown_s=options.countdown_s)
         with fine_thread_switching():
             return drive(parts, controller, loop, log=printer.log)
@@ -119,6 +132,8 @@ def drive_gta5(agent, controller, loop: LoopSettings, options: GtaOptions, syste
         scheduler.close()
         if hotkeys is not None:
             hotkeys.close()
+        if player_keys is not None and hasattr(player_keys, "close"):
+            player_keys.close()
 
 
 def locate_game(api: WindowsApi | None, profile, options: GtaOptions, out) -> tuple[GameWindow | None, Region]:
