@@ -42,6 +42,7 @@ class GameProfile:
     preprocess: str  # "pad": zero-pad and centre to a multiple of 14; "resize": resize to one
     source: str  # the TOML file this came from
     augment: AugmentSpec = field(default_factory=AugmentSpec)  # variants for stage 1; always has "clean"
+    game: dict = field(default_factory=dict, hash=False)  # the [game] table, read by the game itself (e.g. its view)
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
@@ -85,6 +86,7 @@ def load_profile(name_or_path: str | Path) -> GameProfile:
             preprocess=preprocess,
             source=str(path),
             augment=AugmentSpec.from_table(spec.get("augment", {})),
+            game=dict(spec.get("game", {})),
         )
     except FileNotFoundError:
         raise UserError(f"{path}: game profile not found") from None
