@@ -18,15 +18,17 @@ import torch
 from data.errors import UserError, run_cli
 from data.screen import Region, ScreenSource, find_window_region
 from drive.agent import Agent, load_agent
+from data.profiles import load_profile
 from drive.carracing import CarRacingGame, GameSettings
 from drive.controller import ControllerSettings
+from drive.hood_game import game_view
 from drive.evaluate import (TrackSettings, check_agent_plays_carracing, evaluate_agent, evaluate_expert,
                             expert_latency, format_table, parse_seeds, run_track)
 from drive.keys import KeyboardPackageSink, KeyScheduler, RecordingSink, WindowsSendInputSink
 from drive.loop import MODES, DriveParts, KeyboardHotkeys, LoopSettings, drive
 from drive.video import VideoWriter, check_video_path
 
-GAMES = ("carracing", "gta5")
+GAMES = ("carracing", "carracing_hood", "gta5")  # the embedded game's top-down and hood views, GTA V
 KEY_SINKS = {"sendinput": WindowsSendInputSink, "keyboard": KeyboardPackageSink, "virtual": RecordingSink}
 DEFAULT_SEED = 1000  # tools.record --expert records tracks 0, 1, 2, ... by default: drive elsewhere
 DEFAULT_SEEDS = "1000-1009"
@@ -37,7 +39,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m drive", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
     p.add_argument("--ckpt", type=Path, required=True, help="checkpoint from python -m train_head (best.pt)")
-    p.add_argument("--game", choices=GAMES, default="carracing", help="default: %(default)s (the embedded game)")
+    p.add_argument("--game", choices=GAMES, default="carracing",
+                   help="default: %(default)s (the embedded game, top-down; carracing_hood: hood camera, minimap, traffic)")
     p.add_argument("--weights", help="backbone weights (default: what --weights said at feature extraction)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
     c = p.add_argument_group("controller (defaults from the checkpoint)")
@@ -64,6 +67,8 @@ def parser() -> argparse.ArgumentParser:
     cr.add_argument("--seed", type=int, help=f"track seed of a single run (default: {DEFAULT_SEED})")
     cr.add_argument("--max-steps", type=int,
                     help=f"physics steps per track, 50 per second (default: {GameSettings.max_steps}, the game's limit)")
+    cr.add_argument("--traffic", type=int, help="traffic cars per track (default: the profile's, 5 for "
+                    "carracing_hood; 0: none); a crash costs reward")
     cr.add_argument("--video", type=Path, help="mp4 of the run (with --eval: of the first track)")
     cr.add_argument("--eval", action="store_true", help="score the agent and the expert on --seeds, print the table")
     cr.add_argument("--seeds", help=f"held-out track seeds for --eval: A-B or a list (default: {DEFAULT_SEEDS})")
@@ -79,17 +84,20 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-CARRACING_ONLY = ("latency", "seed", "max_steps", "video", "eval", "seeds", "table")
+CARRACING_ONLY = ("latency", "seed", "max_steps", "traffic", "video", "eval", "seeds", "table")
 GTA5_ONLY = ("keys", "region", "window", "no_hotkeys", "max_seconds", "countdown")
 
 
 def check_args(args) -> None:
     """Every refusal that needs no file read, before anything is loaded or written."""
     other, game = (CARRACING_ONLY, "carracing") if args.game == "gta5" else (GTA5_ONLY, "gta5")
+    if args.traffic is not None and args.traffic < 0:
+        raise UserError(f"--traffic {args.traffic}: must be >= 0 cars")
     misplaced = [name for name in other if getattr(args, name) is not None and getattr(args, name) is not False]
     if misplaced:
         raise UserError(f"--{misplaced[0].replace('_', '-')} works with --game {game} only")
-    if args.game == "carracing":
+    if args.game != "gta5":
+        game_view(load_profile(args.game), args.traffic)  # refuses traffic on the top-down view
         if args.eval and args.telemetry:
             raise UserError("--telemetry works for a single run; leave out --eval")
         if args.eval and args.max_decisions:
@@ -126,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     controller = controller_settings(args, agent.controller())
     if args.game == "gta5":
         return drive_gta5(agent, controller, args)
-    game_settings = GameSettings(max_steps=args.max_steps or GameSettings.max_steps)
+    game_settings = GameSettings(max_steps=args.max_steps or GameSettings.max_steps, profile=args.game,
+                                 traffic=args.traffic)
     check_agent_plays_carracing(agent, game_settings)
     if args.eval:
         return run_eval(agent, controller, seeds, game_settings, args)

@@ -46,10 +46,15 @@ def track_traffic(env, track_seed: int, cars: int, view: HoodView | None,
     return Traffic(track, track_seed, cars, settings)
 
 
+def traffic_items(traffic: Traffic) -> list[tuple[tuple[float, float, float], tuple]]:
+    """[(pose, rgb), ...] of the traffic cars, as HoodView.render takes them."""
+    return list(zip(map(tuple, traffic.poses()), traffic.colors))
+
+
 def render(view: HoodView, car, traffic: Traffic, size: tuple[int, int]) -> np.ndarray:
     hull = car.hull
     pose = (float(hull.position[0]), float(hull.position[1]), hull.angle + math.pi / 2)
-    return view.render(pose, list(zip(map(tuple, traffic.poses()), traffic.colors)), size)
+    return view.render(pose, traffic_items(traffic), size)
 
 
 def step_traffic(traffic: Traffic, car, seconds: float) -> int:
