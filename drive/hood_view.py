@@ -23,7 +23,7 @@ from drive.traffic import CAR_HALF_LENGTH, CAR_HALF_WIDTH
 SKY_TOP, SKY_HORIZON, HAZE = np.array((60, 115, 200)), np.array((190, 212, 235)), np.array((165, 190, 195))
 GLASS = np.array((45, 55, 70))
 SHIFT = 4  # fixed-point bits of cv2.fillPoly coordinates
-MAP_GRASS, MAP_ROAD, MAP_ROUTE, MAP_TRAFFIC, MAP_PLAYER = (52, 68, 52), (150, 150, 150), (176, 80, 230), (255, 90, 40), (255, 255, 255)
+MAP_GRASS, MAP_ROAD, MAP_ROUTE, MAP_TRAFFIC, MAP_PLAYER = (52, 68, 52), (150, 150, 150), (176, 80, 230), (255, 60, 30), (255, 255, 255)
 
 
 @dataclass(frozen=True)
@@ -274,7 +274,7 @@ class HoodView:
         i = int(np.argmin(np.hypot(self.track[:, 0] - x, self.track[:, 1] - y)))
         ahead = (i + np.arange(round(m.route_ahead / self.spacing) + 1)) % len(self.track)
         cv2.polylines(view, [to_map(self.track[ahead])], False, MAP_ROUTE, max(1, round(0.45 * road)), cv2.LINE_AA, SHIFT)
-        dot = max(1, round(1.6 * CAR_HALF_WIDTH * k))
+        dot = max(round(1.5 * scale), round(1.6 * CAR_HALF_WIDTH * k))
         for (tx, ty, _), _ in traffic:
             u, v = to_map(np.array([tx, ty]))
             cv2.circle(view, (int(u), int(v)), dot << SHIFT, MAP_TRAFFIC, -1, cv2.LINE_AA, SHIFT)

@@ -189,6 +189,25 @@ def test_traffic_needs_the_hood_view():
     g.close()
 
 
+def test_clis_take_the_hood_profile_and_refuse_traffic_elsewhere(tmp_path):
+    from drive.__main__ import main as drive
+    from tools.record import main as record
+
+    for argv, message in [(["--game", "carracing", "--expert", "--minutes", "1", "--traffic", "2"], "--traffic 2: the carracing"),
+                          (["--game", HOOD, "--expert", "--minutes", "1", "--traffic", "-1"], "--traffic -1"),
+                          (["--traffic", "2"], "--traffic works with --game carracing")]:
+        with pytest.raises(UserError, match=message):
+            record(argv + ["--out", str(tmp_path / "rec")])
+    assert not (tmp_path / "rec").exists()
+    for argv, message in [(["--game", "gta5", "--traffic", "2"], "--traffic works with --game carracing"),
+                          (["--traffic", "2"], "--traffic 2: the carracing")]:
+        with pytest.raises(UserError, match=message):
+            drive(["--ckpt", str(tmp_path / "none.pt")] + argv)
+    record(["--game", HOOD, "--expert", "--minutes", "0.02", "--traffic", "0", "--out", str(tmp_path / "rec")])
+    (path,) = (tmp_path / "rec").iterdir()
+    assert Episode(path).profile == HOOD and len(Episode(path)) == 12
+
+
 def test_expert_recording_dagger_and_eval_on_the_hood_profile(tmp_path):
     hood = GameSettings(profile=HOOD, max_steps=100)
     settings = RecordSettings(game=hood, stuck_share=1.0, stuck_pad_seconds=0.3, stuck_max_seconds=1.0)

@@ -26,8 +26,8 @@ def record_carracing_expert(args, p: argparse.ArgumentParser) -> None:
     from drive.hood_game import game_view
 
     if not (args.game in EMBEDDED and args.expert):
-        raise UserError("the embedded game is recorded by its scripted expert: pass both --game carracing "
-                        "(or carracing_hood) and --expert")
+        raise UserError("the embedded game is recorded by its scripted expert: pass both --game carracing and --expert "
+                        "(or --game carracing_hood)")
     screen_only = [f for f in ("profile", "kind", "pad_seconds", "discard_seconds", "fps", "region", "window", "pause_key")
                    if getattr(args, f) != p.get_default(f)]
     if screen_only:
