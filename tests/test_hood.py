@@ -229,3 +229,13 @@ def test_expert_recording_dagger_and_eval_on_the_hood_profile(tmp_path):
     assert "| crashes |" in table.splitlines()[0]
     with pytest.raises(UserError, match="carracing_hood"):
         evaluate_agent(ckpt, [1000], latency=0.1, game_settings=GameSettings(max_steps=10), log=silent)
+
+
+def test_demo_refuses_recordings_of_the_other_view(tmp_path):
+    from tests.test_agent import write_profile_episode
+    from tools.demo import DemoSettings, run
+
+    write_profile_episode(tmp_path / "demo" / "recordings" / "expert-seed0-000-regular.zarr", "carracing", n=4)
+    with pytest.raises(UserError, match="recorded with the carracing profile, not carracing_hood; remove"):
+        run(DemoSettings(out=tmp_path / "demo", game=HOOD))
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["recordings"]
