@@ -3,6 +3,7 @@
     python -m drive --ckpt runs/train/best.pt                          # one CarRacing track, wall time
     python -m drive --ckpt runs/train/best.pt --latency 0.1 --video drive.mp4
     python -m drive --ckpt runs/train/best.pt --eval --seeds 1000-1009 --latency 0.1 --table eval.md
+    python -m drive --game carracing_hood --ckpt runs/hood/best.pt --eval --latency 0.1 --traffic 5
     python -m drive --ckpt runs/gta/best.pt --game gta5 [--region 0,0,800,600] [--telemetry drive.jsonl]
 """
 import argparse
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         game.close()
     print(f"track {run.seed}: reward {run.reward:.1f}, tiles {run.tile_share:.1%} ({run.tiles_visited}/{run.tiles_total}), "
-          f"off-track {run.off_track_events}, steer rate {run.steer_rate:.2f} rad/s, "
+          f"off-track {run.off_track_events}, crashes {run.crashes}, steer rate {run.steer_rate:.2f} rad/s, "
           f"{run.decisions_per_s:.1f} decisions per game second, {'lap finished' if run.lap_finished else 'no full lap'}")
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from gymnasium.envs.box2d.car_racing import TRACK_WIDTH
 
+from data.errors import UserError
+
 CAR_HALF_LENGTH = 2.5  # CarRacing's car: hull from -2.4 to 2.6 along its axis, wheels out to +-1.24
 CAR_HALF_WIDTH = 1.25
 LANE_OFFSET = 0.55 * TRACK_WIDTH  # centre of a lane, from the centre line (the road is 2 * TRACK_WIDTH wide)
@@ -53,7 +55,8 @@ class Traffic:
         free = self.length - 2 * s.clear_start
         slot = free / max(cars, 1)
         if cars and slot < s.follow_gap:
-            raise ValueError(f"{cars} traffic cars do not fit on a track of {self.length:.0f} units")
+            raise UserError(f"--traffic {cars}: more cars than track {track_seed} holds "
+                            f"({int(free // s.follow_gap)} fit on its {self.length:.0f} units)")
         # one car per slot of the free stretch, at a random place inside it
         self.s = s.clear_start + slot * (np.arange(cars) + rng.uniform(0.0, 1.0 - s.follow_gap / slot, cars))
         self.speed = rng.uniform(*s.speed, cars)

@@ -183,6 +183,10 @@ def test_traffic_needs_the_hood_view():
         CarRacingGame(GameSettings(traffic=3))
     with pytest.raises(UserError, match="--traffic -1"):
         CarRacingGame(GameSettings(profile=HOOD, traffic=-1))
+    crowded = CarRacingGame(GameSettings(profile=HOOD, traffic=500))
+    with pytest.raises(UserError, match="--traffic 500: more cars than track 1000 holds"):
+        crowded.reset(1000)
+    crowded.close()
     g = CarRacingGame(GameSettings(profile=HOOD, traffic=0))
     g.reset(1000)
     assert len(g.traffic) == 0 and g.frame().shape == (112, 168, 3)

@@ -5,6 +5,7 @@ Screen: one episode per pause/resume. Expert: one episode per track, tracks seed
     python -m tools.record --profile gta5 --out runs/recordings
     python -m tools.record --profile gta5 --out runs/recordings --kind stuck --pad-seconds 4
     python -m tools.record --game carracing --expert --minutes 10 --seed 0 --out runs/recordings
+    python -m tools.record --game carracing_hood --expert --minutes 10 --traffic 5 --out runs/hood   # hood camera
     python -m tools.record --game carracing --expert --dagger runs/train/best.pt --minutes 3 --seed 500 --latency 0.1
 """
 import argparse
