@@ -86,8 +86,12 @@ class Traffic:
         i = np.searchsorted(self.arc, self.s, side="right") - 1
         i = np.clip(i, 0, len(self.track) - 1)
         t = (self.s - self.arc[i]) / self.seg_len[i]
-        heading = self.seg_heading[i]
-        xy = self.track[i] + t[:, None] * (self.track[(i + 1) % len(self.track)] - self.track[i])
+        n = len(self.track)
+        xy = self.track[i] + t[:, None] * (self.track[(i + 1) % n] - self.track[i])
+        # the heading turns smoothly from one segment's to the next around each centre-line point
+        other = np.where(t < 0.5, (i - 1) % n, (i + 1) % n)
+        turn = np.angle(np.exp(1j * (self.seg_heading[other] - self.seg_heading[i])))
+        heading = self.seg_heading[i] + turn * np.abs(0.5 - t)
         right = np.stack([np.sin(heading), -np.cos(heading)], axis=1)
         return np.column_stack([xy + LANE_OFFSET * right, heading])
 
@@ -112,7 +116,9 @@ class Traffic:
         """Crashes that begin now: cars the player's car (pose x, y, heading) touches and did not before."""
         if not len(self):
             return 0
-        now = np.array([boxes_overlap((x, y, heading), tuple(p)) for p in self.poses()])
+        poses = self.poses()
+        close = np.hypot(poses[:, 0] - x, poses[:, 1] - y) < 2 * math.hypot(CAR_HALF_LENGTH, CAR_HALF_WIDTH)
+        now = np.array([bool(c) and boxes_overlap((x, y, heading), tuple(p)) for c, p in zip(close, poses)])
         new = int(np.sum(now & ~self.touching))
         self.touching = now
         return new
