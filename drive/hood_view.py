@@ -57,6 +57,11 @@ class Projection:
         self.cx = (w - 1) / 2
         self.cy = camera.horizon * h - 0.5
         self.tan_half = (w / 2 + 1) / self.f  # a pixel of margin beyond the frame's side edges
+        self.first_ground_row = max(0, math.floor(self.cy) + 1)
+        # distance ahead and to the right of the ground seen at each pixel from that row down (float32)
+        d = np.minimum(self.row_distance(np.arange(self.first_ground_row, h, dtype=np.float64)), 4 * camera.far)
+        self.ground_ahead = np.repeat(d[:, None], w, axis=1).astype(np.float32)
+        self.ground_across = (d[:, None] * (np.arange(w) - self.cx) / self.f).astype(np.float32)
 
     def camera_pose(self, x: float, y: float, heading: float) -> tuple[float, float, float]:
         """The camera's ground position and heading for a car at (x, y, heading)."""
@@ -78,16 +83,6 @@ class Projection:
     def row_distance(self, rows: np.ndarray) -> np.ndarray:
         """Ground distance seen at each pixel row below the horizon."""
         return self.f * self.camera.height / (rows - self.cy)
-
-    def ground_grid(self, first: int) -> tuple[np.ndarray, np.ndarray]:
-        """float32 (rows, W) distance ahead and to the right of the ground seen at each pixel from row `first` on."""
-        if getattr(self, "_grid_first", None) != first:
-            w, h = self.size
-            d = np.minimum(self.row_distance(np.arange(first, h, dtype=np.float64)), 4 * self.camera.far)[:, None]
-            self._grid = ((d + 0 * np.arange(w)).astype(np.float32),
-                          (d * (np.arange(w) - self.cx) / self.f).astype(np.float32))
-            self._grid_first = first
-        return self._grid
 
 
 def clip_near(poly: np.ndarray, near: float) -> np.ndarray:
@@ -159,10 +154,10 @@ class HoodView:
     def _sky_and_ground(self, proj: Projection, pose) -> np.ndarray:
         w, h = proj.size
         image = np.empty((h, w, 3), np.uint8)
-        first = max(0, math.floor(proj.cy) + 1)  # first row below the horizon
+        first = proj.first_ground_row
         t = (np.arange(first) / max(first - 1, 1))[:, None]
         image[:first] = (SKY_TOP * (1 - t) + SKY_HORIZON * t).astype(np.uint8)[:, None, :]
-        ahead, across = proj.ground_grid(first)
+        ahead, across = proj.ground_ahead, proj.ground_across
         x, y, heading = pose
         c, s = math.cos(heading), math.sin(heading)
         # ground point of each pixel in grass cells from the texture's corner (pixel j spans j - 0.5 .. j + 0.5)
@@ -199,7 +194,7 @@ class HoodView:
 
     def _haze(self, image: np.ndarray, proj: Projection) -> None:
         cam = self.camera
-        first = max(0, math.floor(proj.cy) + 1)
+        first = proj.first_ground_row
         d = proj.row_distance(np.arange(first, proj.size[1], dtype=np.float64))
         alpha = np.clip((d - cam.haze_from) / (cam.far - cam.haze_from), 0.0, 1.0)[:, None, None]
         image[first:] = (image[first:] * (1 - alpha) + HAZE * alpha).astype(np.uint8)
