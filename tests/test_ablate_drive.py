@@ -16,9 +16,10 @@ def test_a_finished_row_is_kept_and_not_made_again(tmp_path):
         made.append(value)
         return {"name": "seq 1", "reward": value}
 
-    assert kept_row(tmp_path, "seq 1", SETTINGS, lambda: make(5.0)) == {"name": "seq 1", "reward": 5.0}
-    assert kept_row(tmp_path, "seq 1", SETTINGS, lambda: make(7.0)) == {"name": "seq 1", "reward": 5.0}
-    assert made == [5.0]
+    logged = []
+    assert kept_row(tmp_path, "seq 1", SETTINGS, lambda: make(5.0), logged.append) == {"name": "seq 1", "reward": 5.0}
+    assert kept_row(tmp_path, "seq 1", SETTINGS, lambda: make(7.0), logged.append) == {"name": "seq 1", "reward": 5.0}
+    assert made == [5.0] and logged == ["kept from an earlier run: seq 1"]
     assert json.loads((tmp_path / "rows" / "seq_1.json").read_text())["settings"] == SETTINGS
 
 

@@ -36,7 +36,7 @@ def closed_loop(ckpts: list[Path], seeds: list[int], latency: float, controller:
     return _spread(runs)
 
 
-def kept_row(out: Path, name: str, settings: dict, make) -> dict:
+def kept_row(out: Path, name: str, settings: dict, make, log=lambda what: None) -> dict:
     """The row `name` from OUT/rows/ when an earlier run finished it with the same settings; else make() it
     and keep it there (written whole or not at all)."""
     path = out / "rows" / f"{slug(name)}.json"
@@ -45,6 +45,7 @@ def kept_row(out: Path, name: str, settings: dict, make) -> dict:
         if kept.get("settings") != settings:
             raise UserError(f"{path}: made with other settings ({kept.get('settings')}); pass another --out "
                             f"or remove {out / 'rows'}")
+        log(f"kept from an earlier run: {name}")
         return kept["row"]
     row = make()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,9 +92,7 @@ def main() -> None:
                 "minutes": s.minutes, "latency": s.latency, "backbone": s.backbone, "weights": weights}
 
     def keep(name: str, make) -> dict:
-        row = kept_row(args.out, name, settings, make)
-        log(f"done: {name}")
-        return row
+        return kept_row(args.out, name, settings, make, log)
 
     def ckpts(row: dict) -> list[Path]:
         return [Path(r["dir"]) / "best.pt" for r in row["runs"]]
