@@ -43,6 +43,7 @@ class GameProfile:
     source: str  # the TOML file this came from
     augment: AugmentSpec = field(default_factory=AugmentSpec)  # variants for stage 1; always has "clean"
     window_classes: tuple[str, ...] = ()  # Windows window classes of the game's window; empty: any
+    game: dict = field(default_factory=dict, hash=False)  # the [game] table, read by the game itself (e.g. its view)
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
@@ -87,6 +88,7 @@ def load_profile(name_or_path: str | Path) -> GameProfile:
             source=str(path),
             augment=AugmentSpec.from_table(spec.get("augment", {})),
             window_classes=tuple(str(c) for c in spec.get("window_classes", ())),
+            game=dict(spec.get("game", {})),
         )
     except FileNotFoundError:
         raise UserError(f"{path}: game profile not found") from None

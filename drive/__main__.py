@@ -3,6 +3,7 @@
     python -m drive --ckpt runs/train/best.pt                          # one CarRacing track, wall time
     python -m drive --ckpt runs/train/best.pt --latency 0.1 --video drive.mp4
     python -m drive --ckpt runs/train/best.pt --eval --seeds 1000-1009 --latency 0.1 --table eval.md
+    python -m drive --game carracing_hood --ckpt runs/hood/best.pt --eval --latency 0.1 --traffic 5
     python -m drive --ckpt runs/gta/best.pt --game gta5 [--region 0,0,800,600] [--telemetry drive.jsonl]
     python -m drive --ckpt runs/gta/best.pt --game gta5 --record-corrections recordings/corrections
 """
@@ -14,17 +15,19 @@ from pathlib import Path
 from data.errors import UserError, run_cli
 from data.screen import Region
 from drive.agent import Agent, load_agent
+from data.profiles import load_profile
 from drive.carracing import CarRacingGame, GameSettings
 from drive.controller import ControllerSettings
 from drive.gta5.scancodes import key_name
 from drive.takeover import TakeoverSettings, default_context_s
+from drive.hood_game import game_view
 from drive.evaluate import (TrackSettings, check_agent_plays_carracing, evaluate_agent, evaluate_expert,
                             expert_latency, format_table, parse_seeds, run_track)
 from drive.gta5.session import KEY_OUTPUTS, GtaOptions, drive_gta5 as drive_gta5_window
 from drive.loop import MODES, LoopSettings
 from drive.video import VideoWriter, check_video_path
 
-GAMES = ("carracing", "gta5")
+GAMES = ("carracing", "carracing_hood", "gta5")  # the embedded game's top-down and hood views, GTA V
 DEFAULT_SEED = 1000  # tools.record --expert records tracks 0, 1, 2, ... by default: drive elsewhere
 DEFAULT_SEEDS = "1000-1009"
 
@@ -33,7 +36,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m drive", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
     p.add_argument("--ckpt", type=Path, required=True, help="checkpoint from python -m train_head (best.pt)")
-    p.add_argument("--game", choices=GAMES, default="carracing", help="default: %(default)s (the embedded game)")
+    p.add_argument("--game", choices=GAMES, default="carracing",
+                   help="default: %(default)s (the embedded game, top-down; carracing_hood: hood camera, minimap, traffic)")
     p.add_argument("--weights", help="backbone weights (default: what --weights said at feature extraction)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
     c = p.add_argument_group("controller (defaults from the checkpoint)")
@@ -60,6 +64,8 @@ def parser() -> argparse.ArgumentParser:
     cr.add_argument("--seed", type=int, help=f"track seed of a single run (default: {DEFAULT_SEED})")
     cr.add_argument("--max-steps", type=int,
                     help=f"physics steps per track, 50 per second (default: {GameSettings.max_steps}, the game's limit)")
+    cr.add_argument("--traffic", type=int, help="traffic cars per track (default: the profile's, 5 for "
+                    "carracing_hood; 0: none); a crash costs reward")
     cr.add_argument("--video", type=Path, help="mp4 of the run (with --eval: of the first track)")
     cr.add_argument("--eval", action="store_true", help="score the agent and the expert on --seeds, print the table")
     cr.add_argument("--seeds", help=f"held-out track seeds for --eval: A-B or a list (default: {DEFAULT_SEEDS})")
@@ -90,7 +96,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-CARRACING_ONLY = ("latency", "seed", "max_steps", "video", "eval", "seeds", "table")
+CARRACING_ONLY = ("latency", "seed", "max_steps", "traffic", "video", "eval", "seeds", "table")
 GTA5_ONLY = ("keys", "region", "window", "no_hotkeys", "max_seconds", "countdown", "first_frame", "record_corrections",
              "context")
 
@@ -98,10 +104,13 @@ GTA5_ONLY = ("keys", "region", "window", "no_hotkeys", "max_seconds", "countdown
 def check_args(args) -> None:
     """Every refusal that needs no file read, before anything is loaded or written."""
     other, game = (CARRACING_ONLY, "carracing") if args.game == "gta5" else (GTA5_ONLY, "gta5")
+    if args.traffic is not None and args.traffic < 0:
+        raise UserError(f"--traffic {args.traffic}: must be >= 0 cars")
     misplaced = [name for name in other if getattr(args, name) is not None and getattr(args, name) is not False]
     if misplaced:
         raise UserError(f"--{misplaced[0].replace('_', '-')} works with --game {game} only")
-    if args.game == "carracing":
+    if args.game != "gta5":
+        game_view(load_profile(args.game), args.traffic)  # refuses traffic on the top-down view
         if args.eval and args.telemetry:
             raise UserError("--telemetry works for a single run; leave out --eval")
         if args.eval and args.max_decisions:
@@ -145,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     controller = controller_settings(args, agent.controller())
     if args.game == "gta5":
         return drive_gta5(agent, controller, args)
-    game_settings = GameSettings(max_steps=args.max_steps or GameSettings.max_steps)
+    game_settings = GameSettings(max_steps=args.max_steps or GameSettings.max_steps, profile=args.game,
+                                 traffic=args.traffic)
     check_agent_plays_carracing(agent, game_settings)
     if args.eval:
         return run_eval(agent, controller, seeds, game_settings, args)
@@ -164,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         game.close()
     print(f"track {run.seed}: reward {run.reward:.1f}, tiles {run.tile_share:.1%} ({run.tiles_visited}/{run.tiles_total}), "
-          f"off-track {run.off_track_events}, steer rate {run.steer_rate:.2f} rad/s, "
+          f"off-track {run.off_track_events}, crashes {run.crashes}, steer rate {run.steer_rate:.2f} rad/s, "
           f"{run.decisions_per_s:.1f} decisions per game second, {'lap finished' if run.lap_finished else 'no full lap'}")
 
 

@@ -25,6 +25,7 @@ from gymnasium.envs.box2d.car_racing import FPS, PLAYFIELD, TRACK_WIDTH
 from data.errors import UserError
 from data.labels import KEYS
 from data.profiles import load_profile
+from drive import hood_game as hood
 
 STEP_SECONDS = 1.0 / FPS
 RENDER_SIZE = (600, 400)  # (width, height) of CarRacing's rgb_array render
@@ -38,6 +39,7 @@ class GameSettings:
     max_steps: int = 1000  # CarRacing-v3's own time limit (gym.make wraps it in TimeLimit(1000)): 20 s
     brake_strength: float = 0.8  # s held for a whole step; gymnasium's keyboard play uses 0.8 (>= 0.9 locks wheels)
     profile: str = "carracing"  # stored frame size and HUD rectangles come from this game profile
+    traffic: int | None = None  # traffic cars per track (None: the profile's [game] traffic, else 0)
 
 
 @dataclass
@@ -46,13 +48,14 @@ class TrackStats:
 
     seed: int | None = None
     steps: int = 0
-    reward: float = 0.0  # the sum of the env's step rewards: +1000/N per new tile, -0.1 per step, -100 off the map
+    reward: float = 0.0  # the env's step rewards (+1000/N per new tile, -0.1 per step, -100 off the map), less crashes
     tiles_visited: int = 0
     tiles_total: int = 0
     off_track_events: int = 0  # times the car went from touching the road to all four wheels on grass
     wheel_travel: float = 0.0  # radians the front wheels turned, summed over steps: lower is smoother
     lap_finished: bool = False
     left_playfield: bool = False
+    crashes: int = 0  # contacts with traffic cars that began (each costs TrafficSettings.crash_penalty)
 
     @property
     def tile_share(self) -> float:
@@ -79,6 +82,7 @@ def summarize(stats: list[TrackStats]) -> dict[str, float]:
             "tile_share_min": float(share.min()), "tile_share_max": float(share.max()),
             "off_track_events": float(np.mean([s.off_track_events for s in stats])),
             "steer_rate": float(np.mean([s.steer_rate for s in stats])),
+            "crashes": float(np.mean([s.crashes for s in stats])),
             "laps_finished": int(sum(s.lap_finished for s in stats))}
 
 
@@ -125,6 +129,8 @@ class CarRacingGame:
         if self.settings.max_steps < 1:
             raise UserError(f"--max-steps {self.settings.max_steps}: must be at least 1")
         self.profile = load_profile(self.settings.profile)
+        self.view, self.traffic_cars = hood.game_view(self.profile, self.settings.traffic)
+        self.traffic = hood.no_traffic()
         self.env = gym.make("CarRacing-v3", render_mode="rgb_array", continuous=True,
                             domain_randomize=False).unwrapped
         self.hold = check_hold({})
@@ -166,16 +172,21 @@ class CarRacingGame:
         self.plan_time = self.owed = 0.0
         self.terminated = self.truncated = False
         self.stats = TrackStats(seed=int(seed), tiles_total=len(self.env.track))
+        self.traffic = hood.track_traffic(self.env, int(seed), self.traffic_cars, self.view)
         self._sync_tiles()
         self._on_track = self.on_track
         return self.frame()
 
     def screen(self) -> np.ndarray:
-        """The full 600x400 RGB render, HUD strip included (for videos)."""
+        """The full render at the profile's capture size (top-down: 600x400, HUD strip included), for videos."""
+        if self.view is not None:
+            return hood.render(self.view, self.env.car, self.traffic, self.profile.capture_size)
         return self.env.render()
 
     def frame(self) -> np.ndarray:
         """The render at the profile's stored frame size, uint8 RGB (H, W, 3)."""
+        if self.view is not None:
+            return hood.render(self.view, self.env.car, self.traffic, self.profile.frame_size)
         return cv2.resize(self.screen(), self.profile.frame_size, interpolation=cv2.INTER_AREA)
 
     def press(self, hold: dict[str, float]) -> None:
@@ -243,6 +254,9 @@ class CarRacingGame:
         stats.steps += 1
         stats.reward += step_reward
         stats.wheel_travel += abs(car.wheels[0].joint.angle - before)
+        crashes = hood.step_traffic(self.traffic, car, STEP_SECONDS)
+        stats.crashes += crashes
+        stats.reward -= crashes * self.traffic.settings.crash_penalty
         self._sync_tiles()
         on = self.on_track
         stats.off_track_events += self._on_track and not on

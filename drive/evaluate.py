@@ -116,7 +116,8 @@ class TrackVideo:
         s = game.stats
         image = annotate(self.screen, self.probs, pressed, lines=(
             f"track {s.seed}  {s.seconds:5.1f} s", f"reward {s.reward:6.1f}",
-            f"tiles {s.tile_share:4.0%}  off-track {s.off_track_events}"))
+            f"tiles {s.tile_share:4.0%}  off-track {s.off_track_events}")
+            + ((f"crashes {s.crashes}",) if len(game.traffic) else ()))
         frame_s = 1.0 / self.writer.fps
         while self.written_s + frame_s / 2 <= now_s:
             self.writer.write(image)
@@ -186,7 +187,7 @@ def evaluate_agent(agent: Agent | str | Path, seeds: list[int], latency: float |
         agent = load_agent(agent, weights, device, log=log)
     if not isinstance(controller, ControllerSettings):
         controller = agent.controller(**(controller or {}))
-    game_settings = game_settings or GameSettings()
+    game_settings = game_settings or GameSettings(profile=agent.profile.name)
     check_agent_plays_carracing(agent, game_settings)
     settings = TrackSettings(latency=latency, mode=mode)
     game = CarRacingGame(game_settings)
@@ -231,8 +232,8 @@ def format_table(results: dict[str, list[TrackStats]], compare: tuple[str, str] 
     """A markdown table: a row per track and driver, then a total per driver (mean ± std [min, max] for
     reward and tiles, means for the rest). results: driver name → stats on the same seeds, in order.
     compare: (driver, reference): adds a line with the driver's mean reward as a share of the reference's."""
-    lines = ["| track | driver | reward | tiles % | off-track | steer rate rad/s | decisions/s (game) | lap |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| track | driver | reward | tiles % | off-track | crashes | steer rate rad/s | decisions/s (game) | lap |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     names = list(results)
     n_tracks = len(results[names[0]]) if names else 0
     if any(len(runs) != n_tracks for runs in results.values()):
@@ -245,13 +246,14 @@ def format_table(results: dict[str, list[TrackStats]], compare: tuple[str, str] 
         for name in names:
             r = results[name][i]
             lines.append(f"| {r.seed} | {name} | {r.reward:.1f} | {100 * r.tile_share:.1f} | {r.off_track_events} | "
-                         f"{r.steer_rate:.2f} | {rate(r)} | {'yes' if r.lap_finished else 'no'} |")
+                         f"{r.crashes} | {r.steer_rate:.2f} | {rate(r)} | {'yes' if r.lap_finished else 'no'} |")
     for name in names:
         runs = results[name]
         rates = [r.decisions_per_s for r in runs if isinstance(r, TrackRun)]
         lines.append(f"| all {len(runs)} | {name} | {_spread([r.reward for r in runs], '.1f')} | "
                      f"{_spread([100 * r.tile_share for r in runs], '.1f')} | "
-                     f"{np.mean([r.off_track_events for r in runs]):.1f} | {np.mean([r.steer_rate for r in runs]):.2f} | "
+                     f"{np.mean([r.off_track_events for r in runs]):.1f} | {np.mean([r.crashes for r in runs]):.1f} | "
+                     f"{np.mean([r.steer_rate for r in runs]):.2f} | "
                      f"{f'{np.mean(rates):.1f}' if rates else '–'} | {sum(r.lap_finished for r in runs)}/{len(runs)} |")
     if compare is not None and n_tracks:
         driver, reference = compare

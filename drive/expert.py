@@ -1,5 +1,6 @@
 """A scripted expert for CarRacing: pure pursuit on the track's centre line plus speed control from the
 curvature ahead, pressing binary keys like a person on a keyboard (short taps for small corrections).
+With traffic it pursues a point in the left lane while it passes a slower car (drive.traffic).
 
 It reads the true track and car state from the game, which the learned agent never sees.
 """
@@ -56,6 +57,7 @@ class Expert:
         seg = np.roll(self.track, -1, axis=0) - self.track
         self.spacing = float(np.mean(np.hypot(seg[:, 0], seg[:, 1])))
         heading = np.arctan2(seg[:, 1], seg[:, 0])
+        self.left = np.stack([-np.sin(heading), np.cos(heading)], axis=1)  # unit normal, left of the direction
         turn = np.angle(np.exp(1j * (np.roll(heading, -1) - heading)))
         curvature = np.abs(turn) / self.spacing
         # smooth over a few points: the centre line turns in steps of one tile
@@ -76,7 +78,8 @@ class Expert:
         n = len(self.track)
 
         look = s.lookahead + s.lookahead_per_speed * max(car.forward_speed, 0.0)
-        tx, ty = self.track[(i + max(1, round(look / self.spacing))) % n]
+        j = (i + max(1, round(look / self.spacing))) % n
+        tx, ty = self.track[j] + game.traffic.pass_offset(i, car.forward_speed) * self.left[j]  # overtake on the left
         dx, dy = tx - car.x, ty - car.y
         alpha = math.atan2(dy, dx) - car.heading
         alpha = math.atan2(math.sin(alpha), math.cos(alpha))

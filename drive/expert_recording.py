@@ -30,7 +30,7 @@ from data.episode import EpisodeMeta, EpisodeWriter
 from data.errors import UserError
 from data.labels import KEYS
 from data.profiles import load_profile
-from drive.carracing import PLAYFIELD, RENDER_SIZE, ROAD_HALF_WIDTH, CarRacingGame, GameSettings, TrackStats
+from drive.carracing import PLAYFIELD, ROAD_HALF_WIDTH, CarRacingGame, GameSettings, TrackStats
 from drive.expert import Expert, ExpertSettings
 
 LABEL_RULES = ("sample", "half", "any")
@@ -153,7 +153,7 @@ def _record_episode(path: Path, game: CarRacingGame, expert: Expert, track_seed:
         pilot.reset()
     meta = EpisodeMeta(fps=fps, kind="stuck" if stuck else "regular", pad_frames=min(pad, max_frames),
                        profile=game.profile.name, source=pilot.name if pilot else "expert",
-                       capture={"size": list(RENDER_SIZE), "frame_size": list(game.profile.frame_size)})
+                       capture={"size": list(game.profile.capture_size), "frame_size": list(game.profile.frame_size)})
     limit = min(max_frames, pad + round(settings.stuck_max_seconds * fps)) if stuck else max_frames
     recovered_frames = round(settings.stuck_recovered_seconds * fps)
     n, on_course = 0, 0

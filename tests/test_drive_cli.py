@@ -120,15 +120,17 @@ def test_wall_time_run_drives_until_the_game_ends(ckpt, capsys):
 
 def test_format_table_totals():
     runs = [TrackRun(seed=1, steps=1000, reward=100.0, tiles_visited=50, tiles_total=100, off_track_events=1,
-                     wheel_travel=20.0, decisions=200),
+                     wheel_travel=20.0, decisions=200, crashes=3),
             TrackRun(seed=2, steps=500, reward=300.0, tiles_visited=100, tiles_total=100, lap_finished=True,
                      wheel_travel=5.0, decisions=100)]
     reference = [TrackStats(seed=1, steps=1000, reward=400.0), TrackStats(seed=2, steps=1000, reward=400.0)]
     table = format_table({"agent": runs, "expert": reference}, compare=("agent", "expert"))
     lines = table.splitlines()
-    assert lines[2] == "| 1 | agent | 100.0 | 50.0 | 1 | 1.00 | 10.0 | no |"
-    assert lines[5] == "| 2 | expert | 400.0 | 0.0 | 0 | 0.00 | – | no |"
-    assert lines[6] == "| all 2 | agent | 200.0 ± 100.0 [100.0, 300.0] | 75.0 ± 25.0 [50.0, 100.0] | 0.5 | 0.75 | 10.0 | 1/2 |"
+    assert lines[0].startswith("| track | driver | reward | tiles % | off-track | crashes |")
+    assert lines[2] == "| 1 | agent | 100.0 | 50.0 | 1 | 3 | 1.00 | 10.0 | no |"
+    assert lines[5] == "| 2 | expert | 400.0 | 0.0 | 0 | 0 | 0.00 | – | no |"
+    assert lines[6] == ("| all 2 | agent | 200.0 ± 100.0 [100.0, 300.0] | 75.0 ± 25.0 [50.0, 100.0] | 0.5 | 1.5 | 0.75 | "
+                        "10.0 | 1/2 |")
     assert lines[-1] == "agent mean reward is 50.0 % of expert's (2 tracks)"
     with pytest.raises(ValueError, match="same tracks"):
         format_table({"agent": runs, "expert": reference[:1]})

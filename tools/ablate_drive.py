@@ -2,12 +2,14 @@
 every head closed-loop on the same held-out tracks.
 
     python -m tools.ablate_drive [--demo runs/demo] [--out runs/ablate-drive] [--seeds 0 1] [--tracks 10]
+    python -m tools.ablate_drive --game carracing_hood --demo runs/demo-hood --out runs/ablate-drive-hood --seeds 0 1 2
 
 Rows: the default head and one change at a time (seq 1/2, GRU, no RNN, CLS only, patches + CLS, no
 label shift), the default head with thresholded instead of proportional steering or gas, and a control
 whose "backbone" is the identity on raw 14x14 pixel patches. Writes OUT/ablation.md, OUT/ablation.png
 and OUT/results.json. The demo's recordings (expert demos and DAgger rounds) and cache are made first
-when missing; every row trains on them.
+when missing; every row trains on them. Each finished row is kept in OUT/rows/ (its training runs and
+closed-loop scores), so a run that was interrupted continues with the rows still missing.
 """
 import argparse
 import json
@@ -17,26 +19,46 @@ from pathlib import Path
 
 import numpy as np
 
-from data.errors import run_cli
+from data.errors import UserError, run_cli
 from drive.evaluate import evaluate_agent, evaluate_expert
 from extract_features.backbone import RAW_PATCHES
 from tools.demo import DemoSettings, backbone_label, features, held_out, learn, train_settings
-from train_head.ablate import Variation, default_grid, markdown_table, plot, run_grid
+from train_head.ablate import Variation, default_grid, markdown_table, plot, run_grid, slug
 
-CLOSED_LOOP = [("reward ↑", "reward"), ("tiles % ↑", "tiles"), ("off-track ↓", "off_track")]
+CLOSED_LOOP = [("reward ↑", "reward"), ("tiles % ↑", "tiles"), ("off-track ↓", "off_track"), ("crashes ↓", "crashes")]
 
 
-def closed_loop(ckpts: list[Path], seeds: list[int], latency: float, controller: dict | None = None) -> dict:
-    """Mean and spread over every (training seed, track) of reward, tiles and off-track events."""
+def closed_loop(ckpts: list[Path], seeds: list[int], latency: float, controller: dict | None = None,
+                game_settings=None) -> dict:
+    """Mean and spread over every (training seed, track) of reward, tiles, off-track events and crashes."""
     runs = [r for ckpt in ckpts for r in evaluate_agent(ckpt, seeds, latency=latency, controller=controller,
-                                                        log=lambda *a: None)]
+                                                        game_settings=game_settings, log=lambda *a: None)]
     return _spread(runs)
+
+
+def kept_row(out: Path, name: str, settings: dict, make, log=lambda what: None) -> dict:
+    """The row `name` from OUT/rows/ when an earlier run finished it with the same settings; else make() it
+    and keep it there (written whole or not at all)."""
+    path = out / "rows" / f"{slug(name)}.json"
+    if path.exists():
+        kept = json.loads(path.read_text())
+        if kept.get("settings") != settings:
+            raise UserError(f"{path}: made with other settings ({kept.get('settings')}); pass another --out "
+                            f"or remove {out / 'rows'}")
+        log(f"kept from an earlier run: {name}")
+        return kept["row"]
+    row = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"settings": settings, "row": row}, indent=1, default=str))
+    tmp.replace(path)
+    return row
 
 
 def _spread(runs) -> dict:
     out = {}
     for key, values in (("reward", [r.reward for r in runs]), ("tiles", [100 * r.tile_share for r in runs]),
-                        ("off_track", [r.off_track_events for r in runs])):
+                        ("off_track", [r.off_track_events for r in runs]), ("crashes", [r.crashes for r in runs])):
         out[key], out[key + "_std"] = float(np.mean(values)), float(np.std(values))
     out["tracks"] = [r.reward for r in runs]
     return out
@@ -52,8 +74,12 @@ def main() -> None:
     p.add_argument("--tracks", type=int, default=d.tracks, help="held-out tracks (seeds 1000, ...)")
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--minutes", type=float, default=d.minutes, help="expert demos to record when missing")
+    p.add_argument("--game", choices=("carracing", "carracing_hood"), default=d.game,
+                   help="the embedded game's view (default: %(default)s; carracing_hood: hood camera, minimap, traffic)")
+    p.add_argument("--traffic", type=int, help="traffic cars per track (default: the profile's)")
     args = p.parse_args()
-    s = replace(DemoSettings(), out=args.demo, tracks=args.tracks, steps=args.steps, minutes=args.minutes)
+    s = replace(DemoSettings(), out=args.demo, tracks=args.tracks, steps=args.steps, minutes=args.minutes,
+                game=args.game, traffic=args.traffic)
     start = time.perf_counter()
     log = lambda what: print(f"[{time.perf_counter() - start:6.0f} s] {what}", flush=True)  # noqa: E731
     cache, weights, _ = learn(s, log)  # the demo's recordings (expert + DAgger) and cache
@@ -61,30 +87,39 @@ def main() -> None:
     tracks = held_out(s)
 
     base = replace(train_settings(s, cache, args.out), quiet=True)
-    rows = run_grid(base, default_grid(s.latency), args.seeds, args.out, log=log)
-    for row in rows:
+    game = s.game_settings()
+    settings = {"game": s.game, "traffic": s.traffic, "seeds": args.seeds, "tracks": tracks, "steps": s.steps,
+                "minutes": s.minutes, "latency": s.latency, "backbone": s.backbone, "weights": weights}
+
+    def keep(name: str, make) -> dict:
+        return kept_row(args.out, name, settings, make, log)
+
+    def ckpts(row: dict) -> list[Path]:
+        return [Path(r["dir"]) / "best.pt" for r in row["runs"]]
+
+    def trained(v: Variation, base_settings) -> dict:
+        row = run_grid(base_settings, [v], args.seeds, args.out, log=log)[0]
         log(f"driving: {row['name']}")
-        row.update(closed_loop([Path(r["dir"]) / "best.pt" for r in row["runs"]], tracks, s.latency))
+        return {**row, **closed_loop(ckpts(row), tracks, s.latency, game_settings=game)}
+
+    rows = [keep(v.name, lambda v=v: trained(v, base)) for v in default_grid(s.latency)]
     default = rows[0]
-    default_ckpts = [Path(r["dir"]) / "best.pt" for r in default["runs"]]
     for i, (name, controller) in enumerate([("thresholded steering", {"proportional": False}),
                                             ("thresholded gas", {"proportional_gas": False})], start=1):
-        log(f"driving: default head, {name}")
-        rows.insert(i, {"name": name, "variation": {}, "runs": default["runs"],
-                        **{k: v for k, v in default.items() if k.startswith("val_")},
-                        **closed_loop(default_ckpts, tracks, s.latency, controller=controller)})
-    control = run_grid(replace(base, cache=control_cache), [Variation("control: raw pixel patches, no backbone")],
-                       args.seeds, args.out, log=log)[0]
-    log("driving: control")
-    control.update(closed_loop([Path(r["dir"]) / "best.pt" for r in control["runs"]], tracks, s.latency))
-    rows.append(control)
-    expert = {"name": "expert (same latency)", "variation": {}, "runs": [],
-              **_spread(evaluate_expert(tracks, latency=s.latency))}
-    rows.append(expert)
+        rows.insert(i, keep(name, lambda name=name, controller=controller: {
+            "name": name, "variation": {}, "runs": default["runs"],
+            **{k: v for k, v in default.items() if k.startswith("val_")},
+            **closed_loop(ckpts(default), tracks, s.latency, controller=controller, game_settings=game)}))
+    control = Variation("control: raw pixel patches, no backbone")
+    rows.append(keep(control.name, lambda: trained(control, replace(base, cache=control_cache))))
+    rows.append(keep("expert (same latency)", lambda: {
+        "name": "expert (same latency)", "variation": {}, "runs": [],
+        **_spread(evaluate_expert(tracks, latency=s.latency, game_settings=game))}))
 
     args.out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(rows, extra=CLOSED_LOOP)
-    note = (f"backbone: {backbone_label(s.backbone, weights)} (PCA {s.pca_dim}); {s.minutes:g} min of expert demos "
+    note = (f"game: {s.game} (traffic: {'the profile default' if s.traffic is None else s.traffic}); "
+            f"backbone: {backbone_label(s.backbone, weights)} (PCA {s.pca_dim}); {s.minutes:g} min of expert demos "
             f"+ {s.dagger_rounds} DAgger round(s) of {s.dagger_minutes:g} min; "
             f"{s.steps} steps; training seeds {args.seeds}; closed loop on tracks {tracks[0]}-{tracks[-1]} at a fixed "
             f"latency of {s.latency} s; ± is the std over every (training seed, track) pair. "

@@ -26,6 +26,7 @@ from data.episode import Episode
 from data.errors import UserError, run_cli
 from data.profiles import load_profile
 from data.split import SplitSettings
+from drive.carracing import GameSettings
 from drive.evaluate import evaluate_agent, evaluate_expert, format_table
 from drive.dagger import record_dagger
 from drive.expert_recording import RecordSettings, episode_prefix, record_expert
@@ -55,6 +56,11 @@ class DemoSettings:
     seq_len: int = 3
     tracks: int = 10  # held-out tracks, seeds 1000, 1001, ...
     first_track: int = 1000
+    game: str = "carracing"  # the embedded game's profile: carracing (top-down) or carracing_hood (hood camera)
+    traffic: int | None = None  # traffic cars per track (None: the profile's; carracing_hood has 5)
+
+    def game_settings(self) -> GameSettings:
+        return GameSettings(profile=self.game, traffic=self.traffic)
 
 
 def fast_bf16() -> bool:
@@ -69,22 +75,25 @@ def demo_weights(backbone: str) -> str:
 def record(s: DemoSettings, log) -> Path:
     recordings = s.out / "recordings"
     if recordings.exists():
-        check_frame_size(recordings, s.out)
+        check_frame_size(recordings, s)
         log(f"recordings already in {recordings}")
     else:
         log(f"recording {s.minutes:g} min of expert driving into {recordings}")
         record_expert(recordings, s.minutes, seed=0,
-                      settings=RecordSettings(latency=s.latency, perturb_every=s.perturb_every))
+                      settings=RecordSettings(latency=s.latency, perturb_every=s.perturb_every, game=s.game_settings()))
     return recordings
 
 
-def check_frame_size(recordings: Path, out: Path) -> None:
-    """A demo folder from an earlier version may hold frames of another size (CarRacing's were 240x160)."""
+def check_frame_size(recordings: Path, s: DemoSettings) -> None:
+    """A demo folder from an earlier version may hold frames of another size (CarRacing's were 240x160),
+    or of the other view."""
     first = next(iter(sorted(recordings.glob("*.zarr"))), None)
-    expected = load_profile(RecordSettings().game.profile).frame_shape
+    expected = load_profile(s.game).frame_shape
     if first is not None and (shape := Episode(first).frame_shape) != expected:
         raise UserError(f"{first}: frames of {shape[1]}x{shape[0]}, but the demo now records {expected[1]}x{expected[0]}; "
-                        f"remove {out} or pass another --out")
+                        f"remove {s.out} or pass another --out")
+    if first is not None and (profile := Episode(first).profile) != s.game:
+        raise UserError(f"{first}: recorded with the {profile} profile, not {s.game}; remove {s.out} or pass another --out")
 
 
 def features(s: DemoSettings, log, backbone: str | None = None, cache: Path | None = None) -> tuple[Path, str]:
@@ -146,7 +155,8 @@ def dagger_round(s: DemoSettings, ckpt: Path, r: int, log) -> None:
         log(f"DAgger round {r} already recorded")
         return
     log(f"DAgger round {r}: the agent drives {s.dagger_minutes:g} min (tracks {seed}+), the expert labels")
-    record_dagger(ckpt, recordings, s.dagger_minutes, seed, RecordSettings(latency=s.latency, perturb_every=0.0),
+    record_dagger(ckpt, recordings, s.dagger_minutes, seed,
+                  RecordSettings(latency=s.latency, perturb_every=0.0, game=s.game_settings()),
                   log=lambda *a: None)
 
 
@@ -169,8 +179,8 @@ def run(s: DemoSettings) -> str:
     cache, weights, ckpt = learn(s, log)
     seeds = held_out(s)
     log(f"driving {len(seeds)} held-out tracks (seeds {seeds[0]}-{seeds[-1]}), latency {s.latency} s")
-    agent = evaluate_agent(ckpt, seeds, latency=s.latency, video=s.out / "drive.mp4")
-    expert = evaluate_expert(seeds, latency=s.latency)
+    agent = evaluate_agent(ckpt, seeds, latency=s.latency, video=s.out / "drive.mp4", game_settings=s.game_settings())
+    expert = evaluate_expert(seeds, latency=s.latency, game_settings=s.game_settings())
     table = format_table({"agent": agent, "expert": expert}, compare=("agent", "expert"))
     report = (f"# Demo: CarRacing, expert vs agent on held-out tracks\n\n"
               f"backbone: {backbone_label(s.backbone, weights)}; {s.minutes:g} min of expert demos (pushed off "

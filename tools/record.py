@@ -5,6 +5,7 @@ Screen: one episode per pause/resume. Expert: one episode per track, tracks seed
     python -m tools.record --profile gta5 --out runs/recordings
     python -m tools.record --profile gta5 --out runs/recordings --kind stuck --pad-seconds 4
     python -m tools.record --game carracing --expert --minutes 10 --seed 0 --out runs/recordings
+    python -m tools.record --game carracing_hood --expert --minutes 10 --traffic 5 --out runs/hood   # hood camera
     python -m tools.record --game carracing --expert --dagger runs/train/best.pt --minutes 3 --seed 500 --latency 0.1
     python -m tools.record --game carracing --expert --takeover runs/train/best.pt --minutes 2 --seed 500 --latency 0.1
 """
@@ -17,19 +18,26 @@ from data.profiles import available_profiles, load_profile
 from data.recorder import Recorder, RecorderSettings
 from data.screen import Region
 
+EMBEDDED = ["carracing", "carracing_hood"]  # the embedded game's profiles: top-down and hood views
+
 
 def record_carracing_expert(args, p: argparse.ArgumentParser) -> None:
-    from drive.expert_recording import RecordSettings, record_expert  # gymnasium loads only for the embedded game
+    from drive.carracing import GameSettings  # gymnasium loads only for the embedded game
+    from drive.expert_recording import RecordSettings, record_expert
+    from drive.hood_game import game_view
 
-    if not (args.game == "carracing" and args.expert):
-        raise UserError("the embedded game is recorded by its scripted expert: pass both --game carracing and --expert")
+    if not (args.game in EMBEDDED and args.expert):
+        raise UserError("the embedded game is recorded by its scripted expert: pass both --game carracing and --expert "
+                        "(or --game carracing_hood)")
     screen_only = [f for f in ("profile", "kind", "pad_seconds", "discard_seconds", "fps", "region", "window", "pause_key")
                    if getattr(args, f) != p.get_default(f)]
     if screen_only:
         raise UserError(f"--{screen_only[0].replace('_', '-')} is for screen recording; leave it out with --expert")
     if args.minutes is None:
         raise UserError("--expert needs --minutes M: how many minutes of game time to record")
-    settings = RecordSettings()
+    settings = RecordSettings(game=GameSettings(profile=args.game or "carracing", traffic=args.traffic))
+    if args.traffic is not None:
+        game_view(load_profile(settings.game.profile), args.traffic)  # refuses traffic on the top-down view
     for name in ("stuck_share", "perturb_every", "latency"):
         if getattr(args, name) is not None:
             setattr(settings, name, getattr(args, name))
@@ -78,7 +86,10 @@ def main(argv: list[str] | None = None) -> None:
                    "(the key at that place on a US keyboard; default: %(default)s)")
     p.add_argument("--minutes", type=float, help="stop after this many minutes (--expert: game minutes to record)")
     expert = p.add_argument_group("embedded game (python -m tools.record --game carracing --expert --minutes M)")
-    expert.add_argument("--game", choices=["carracing"], help="record the embedded CarRacing game instead of the screen")
+    expert.add_argument("--game", choices=EMBEDDED, help="record the embedded CarRacing game instead of the screen "
+                        "(carracing: top-down; carracing_hood: hood camera, minimap, traffic)")
+    expert.add_argument("--traffic", type=int, help="traffic cars per track (default: the profile's, 5 for "
+                        "carracing_hood; 0: none)")
     expert.add_argument("--expert", action="store_true", help="the scripted expert drives (one episode per track)")
     expert.add_argument("--seed", type=int, help="first track seed; episode i drives track seed + i (default: 0)")
     expert.add_argument("--stuck-share", type=float,
@@ -100,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.game or args.expert:
         return record_carracing_expert(args, p)
-    for flag in ("seed", "stuck_share", "perturb_every", "latency", "dagger", "takeover"):
+    for flag in ("seed", "stuck_share", "perturb_every", "latency", "dagger", "takeover", "traffic"):
         if getattr(args, flag) is not None:
             raise UserError(f"--{flag.replace('_', '-')} works with --game carracing --expert only")
 
