@@ -316,16 +316,17 @@ class FeatureExtractor:
     """uint8 RGB frames → BackboneOutput on the backbone's device, for stage 1 and the live loop.
 
     No autograd; bf16 autocast by default on CUDA GPUs that support it (bf16=True forces it, also on
-    CPU); compile=True wraps the model in torch.compile. Tokens come out float32 (the final LayerNorm
+    CPU); compile=True wraps the model in torch.compile; layers: earlier blocks whose patch tokens come out
+    too (BackboneOutput.layers). Tokens come out float32 (the final LayerNorm
     runs in float32 under autocast).
     """
 
     def __init__(self, backbone: Backbone, settings: PreprocessSettings, bf16: bool | None = None,
-                 compile: bool = False, block: int | None = None):
+                 compile: bool = False, block: int | None = None, layers: tuple[int, ...] = ()):
         if settings.multiple != backbone.config.patch_size:
             raise UserError(f"preprocess multiple {settings.multiple} differs from the patch size "
                             f"{backbone.config.patch_size} of {backbone.name}; set it to {backbone.config.patch_size}")
-        self.backbone, self.settings, self.block = backbone, settings, block
+        self.backbone, self.settings, self.block, self.layers = backbone, settings, block, tuple(layers)
         self.device = backbone.device
         if bf16 is None:
             bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -338,7 +339,7 @@ class FeatureExtractor:
 
     def __call__(self, frames) -> BackboneOutput:
         with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
-            return self.model(preprocess(frames, self.settings, self.device), block=self.block)
+            return self.model(preprocess(frames, self.settings, self.device), block=self.block, layers=self.layers)
 
 
 def _machine(device: torch.device) -> str:
