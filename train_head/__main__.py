@@ -17,7 +17,11 @@ from train_head.train import ControllerDefaults, TrainSettings, train
 
 def add_head_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared by train_head and train_head.ablate."""
-    p.add_argument("--kind", choices=KINDS, default="lstm", help="sequence model (default: %(default)s)")
+    p.add_argument("--kind", choices=KINDS, default=HeadSettings.kind, help="sequence model (default: %(default)s)")
+    p.add_argument("--transformer-layers", type=int, default=HeadSettings.layers, help="--kind transformer: blocks (default: %(default)s)")
+    p.add_argument("--transformer-width", type=int, default=HeadSettings.width,
+                   help="--kind transformer: channels every token is projected to (default: %(default)s)")
+    p.add_argument("--transformer-heads", type=int, default=HeadSettings.heads, help="--kind transformer: attention heads (default: %(default)s)")
     p.add_argument("--tokens", choices=TOKENS, default="patches", help="token choice (default: %(default)s)")
     p.add_argument("--seq-len", type=int, default=3, help="frames per sequence (default: %(default)s)")
     p.add_argument("--stride", type=float, default=0.25, help="seconds between sequence frames (default: %(default)s)")
@@ -36,7 +40,8 @@ def add_head_arguments(p: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args, cache: Path, out: Path) -> TrainSettings:
     return TrainSettings(
-        cache=cache, out_dir=out, head=HeadSettings(kind=args.kind, tokens=args.tokens, seq_len=args.seq_len),
+        cache=cache, out_dir=out, head=HeadSettings(kind=args.kind, tokens=args.tokens, seq_len=args.seq_len, layers=args.transformer_layers,
+                                                   width=args.transformer_width, heads=args.transformer_heads),
         sampler=SamplerSettings(seq_len=args.seq_len, stride_s=args.stride, label_shift_s=args.label_shift,
                                 tokens=args.tokens, batch_size=args.batch_size, mode=args.mode, seed=args.seed),
         optim=OptimSettings(lr=args.lr, min_lr=args.lr / 10, warmup_steps=min(100, args.steps // 10),
