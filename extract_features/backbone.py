@@ -24,7 +24,7 @@ from data.errors import UserError, run_cli
 from extract_features import dinov3_weights
 from extract_features.dinov3 import DINOV3_BACKBONES, Dinov3Config, DinoV3
 from extract_features.preprocess import PreprocessSettings, patch_grid, preprocess
-from extract_features.vit_layers import BackboneOutput, LayerScale, Mlp, outputs, resolve_layers, run_blocks
+from extract_features.vit_layers import BackboneOutput, Block, Mlp, PatchEmbed, outputs, resolve_layers, run_blocks
 from extract_features.weights import official_url, read_weights, weights_digest
 
 
@@ -121,31 +121,6 @@ class SwiGLU(nn.Module):
         return self.w3(F.silu(gate) * up)
 
 
-class Block(nn.Module):
-    def __init__(self, config: ViTConfig):
-        super().__init__()
-        dim = config.embed_dim
-        self.norm1 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
-        self.attn = Attention(dim, config.num_heads)
-        self.ls1 = LayerScale(dim)
-        self.norm2 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
-        self.mlp = (SwiGLU if config.ffn == "swiglu" else Mlp)(dim, config.ffn_hidden)
-        self.ls2 = LayerScale(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.ls1(self.attn(self.norm1(x)))
-        return x + self.ls2(self.mlp(self.norm2(x)))
-
-
-class PatchEmbed(nn.Module):
-    def __init__(self, config: ViTConfig):
-        super().__init__()
-        self.proj = nn.Conv2d(3, config.embed_dim, kernel_size=config.patch_size, stride=config.patch_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
-
-
 class DinoV2(nn.Module):
     """(N, 3, H, W) normalised images, H and W multiples of 14 → BackboneOutput after the final LayerNorm."""
 
@@ -155,13 +130,15 @@ class DinoV2(nn.Module):
             raise ValueError(f"ffn must be 'mlp' or 'swiglu', not {config.ffn!r}")
         self.config = config
         dim = config.embed_dim
-        self.patch_embed = PatchEmbed(config)
+        self.patch_embed = PatchEmbed(dim, config.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + config.pos_grid ** 2, dim))
         if config.num_registers:
             self.register_tokens = nn.Parameter(torch.zeros(1, config.num_registers, dim))
         self.mask_token = nn.Parameter(torch.zeros(1, dim))  # unused at inference; kept so checkpoints load strictly
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
+        self.blocks = nn.ModuleList(Block(dim, config.layer_norm_eps, Attention(dim, config.num_heads),
+                                          (SwiGLU if config.ffn == "swiglu" else Mlp)(dim, config.ffn_hidden))
+                                    for _ in range(config.depth))
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
 
     @torch.no_grad()

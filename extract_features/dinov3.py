@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from extract_features.vit_layers import BackboneOutput, LayerScale, Mlp, outputs, resolve_layers, run_blocks
+from extract_features.vit_layers import BackboneOutput, Block, LayerScale, Mlp, PatchEmbed, outputs, resolve_layers, run_blocks
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,10 @@ class Dinov3Config:
     rope_base: float = 100.0
     layer_norm_eps: float = 1e-5
     layerscale_init: float = 1e-5  # the release's initial LayerScale (random weights only)
+
+    def __post_init__(self):
+        if self.ffn not in ("mlp", "swiglu"):
+            raise ValueError(f"ffn must be 'mlp' or 'swiglu', not {self.ffn!r}")
 
     @property
     def ffn_hidden(self) -> int:
@@ -136,47 +140,21 @@ class SwiGLU(nn.Module):
         return self.w3(F.silu(self.w1(x)) * self.w2(x))
 
 
-class Block(nn.Module):
-    def __init__(self, config: Dinov3Config):
-        super().__init__()
-        dim = config.embed_dim
-        self.norm1 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
-        self.attn = Attention(config)
-        self.ls1 = LayerScale(dim)
-        self.norm2 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
-        self.mlp = (SwiGLU if config.ffn == "swiglu" else Mlp)(dim, config.ffn_hidden)
-        self.ls2 = LayerScale(dim)
-
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        x = x + self.ls1(self.attn(self.norm1(x), rope))
-        return x + self.ls2(self.mlp(self.norm2(x)))
-
-
-class PatchEmbed(nn.Module):
-    def __init__(self, config: Dinov3Config):
-        super().__init__()
-        self.proj = nn.Conv2d(3, config.embed_dim, kernel_size=config.patch_size, stride=config.patch_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
-
-
 class DinoV3(nn.Module):
     """(N, 3, H, W) normalised images, H and W multiples of 16 → BackboneOutput after the final LayerNorm."""
 
     def __init__(self, config: Dinov3Config):
         super().__init__()
-        if config.ffn not in ("mlp", "swiglu"):
-            raise ValueError(f"ffn must be 'mlp' or 'swiglu', not {config.ffn!r}")
-        self.config = config
-        dim = config.embed_dim
-        self.patch_embed = PatchEmbed(config)
+        self.config, dim = config, config.embed_dim
+        self.rope_embed = RopePositionEmbedding(config)  # in place of DINOv2's pos_embed table
+        self.patch_embed = PatchEmbed(dim, config.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         if config.num_registers:
             self.storage_tokens = nn.Parameter(torch.zeros(1, config.num_registers, dim))
         self.mask_token = nn.Parameter(torch.zeros(1, dim))  # unused at inference; kept so checkpoints load strictly
-        self.rope_embed = RopePositionEmbedding(config)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
+        self.blocks = nn.ModuleList(Block(dim, config.layer_norm_eps, Attention(config),
+                                          (SwiGLU if config.ffn == "swiglu" else Mlp)(dim, config.ffn_hidden))
+                                    for _ in range(config.depth))
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
 
     @torch.no_grad()

@@ -1,5 +1,6 @@
-"""Pieces shared by the DINOv2 (backbone.py) and DINOv3 (dinov3.py) ViTs: their output, LayerScale, the
-GELU MLP, and the walk through the blocks that keeps chosen earlier blocks' tokens."""
+"""Pieces shared by the DINOv2 (backbone.py) and DINOv3 (dinov3.py) ViTs: their output, the patch
+embedding, the pre-norm block with LayerScale, the GELU MLP, and the walk through the blocks that keeps
+chosen earlier blocks' tokens. Module names are the releases' (patch_embed.proj, norm1, attn, ls1, ...)."""
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -32,6 +33,32 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(F.gelu(self.fc1(x)))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, dim: int, patch_size: int):
+        super().__init__()
+        self.proj = nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class Block(nn.Module):
+    """x + ls1(attn(norm1(x))), then x + ls2(mlp(norm2(x))); attention keywords (DINOv3's rope) pass through."""
+
+    def __init__(self, dim: int, eps: float, attn: nn.Module, mlp: nn.Module):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = attn
+        self.ls1 = LayerScale(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = mlp
+        self.ls2 = LayerScale(dim)
+
+    def forward(self, x: torch.Tensor, **attn_kwargs) -> torch.Tensor:
+        x = x + self.ls1(self.attn(self.norm1(x), **attn_kwargs))
+        return x + self.ls2(self.mlp(self.norm2(x)))
 
 
 def resolve_layers(depth: int, block: int | None, layers: Sequence[int]) -> tuple[int, list[int]]:

@@ -2,7 +2,6 @@
 block), a head reads a choice of them side by side, and drive computes the very same features."""
 import hashlib
 import json
-from dataclasses import asdict
 
 import numpy as np
 import pytest
