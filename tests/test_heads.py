@@ -146,13 +146,13 @@ def test_settings_reject_unknown_values_and_accept_a_stored_grid():
 
 def test_every_kind_is_built_as_registered():
     for kind in KINDS:
-        assert type(build_head(small(kind=kind, layers=1, width=8, heads=2))) is HEADS[kind]
+        assert type(build_head(small(kind=kind, depth=1, width=8, heads=2))) is HEADS[kind]
 
 
 @pytest.mark.parametrize("tokens", TOKENS)
 def test_transformer_head_reads_all_tokens_of_all_frames_with_their_places(tokens):
     torch.manual_seed(0)
-    s = small(kind="transformer", tokens=tokens, seq_len=3, layers=2, width=16, heads=4)
+    s = small(kind="transformer", tokens=tokens, seq_len=3, depth=2, width=16, heads=4)
     head = build_head(s).eval()
     assert isinstance(head, TransformerHead)
     assert len(head.encoder.layers) == 2 and head.encoder.layers[0].self_attn.num_heads == 4

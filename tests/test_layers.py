@@ -106,7 +106,7 @@ def test_head_reads_chosen_blocks_side_by_side_and_drive_computes_them_alike(tmp
     cache = extract_tiny(tmp_path, layers=(0,), reduction=reduction)
     channels = cache.stored_channels
     s = TrainSettings(cache=cache.path, out_dir=tmp_path / "run",
-                      head=HeadSettings(kind="transformer", layers=1, width=16, heads=2),
+                      head=HeadSettings(kind="transformer", depth=1, width=16, heads=2),
                       sampler=SamplerSettings(seq_len=2, stride_s=0.1, batch_size=4, layers=(0, LAST)),
                       optim=OptimSettings(lr=1e-3, warmup_steps=1, max_steps=2), eval_every=2, quiet=True)
     s.split = type(s.split)(val_fraction=0.0)

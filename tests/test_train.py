@@ -39,7 +39,7 @@ def settings(cache, out, steps=40, **kw):
 @pytest.mark.parametrize("kind", ["lstm", "transformer"])
 def test_overfits_a_tiny_cache(cache, tmp_path, kind):
     s = settings(cache, tmp_path / "run", steps=300)
-    s.head = HeadSettings(kind=kind, hidden=32, mlp_hidden=32, layers=2, width=32, heads=4)
+    s.head = HeadSettings(kind=kind, hidden=32, mlp_hidden=32, depth=2, width=32, heads=4)
     s.split = SplitSettings(val_fraction=0.0)  # everything in train: memorise it
     train(s)
     losses = [r["train_loss"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "train_loss" in r]

@@ -28,7 +28,7 @@ def parse_layers(text: str) -> tuple[int, ...]:
 def add_head_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared by train_head and train_head.ablate."""
     p.add_argument("--kind", choices=KINDS, default=HeadSettings.kind, help="sequence model (default: %(default)s)")
-    p.add_argument("--transformer-layers", type=int, default=HeadSettings.layers, help="--kind transformer: blocks (default: %(default)s)")
+    p.add_argument("--transformer-depth", type=int, default=HeadSettings.depth, help="--kind transformer: blocks (default: %(default)s)")
     p.add_argument("--transformer-width", type=int, default=HeadSettings.width,
                    help="--kind transformer: channels every token is projected to (default: %(default)s)")
     p.add_argument("--transformer-heads", type=int, default=HeadSettings.heads, help="--kind transformer: attention heads (default: %(default)s)")
@@ -53,7 +53,7 @@ def add_head_arguments(p: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args, cache: Path, out: Path) -> TrainSettings:
     return TrainSettings(
-        cache=cache, out_dir=out, head=HeadSettings(kind=args.kind, tokens=args.tokens, seq_len=args.seq_len, layers=args.transformer_layers,
+        cache=cache, out_dir=out, head=HeadSettings(kind=args.kind, tokens=args.tokens, seq_len=args.seq_len, depth=args.transformer_depth,
                                                    width=args.transformer_width, heads=args.transformer_heads),
         sampler=SamplerSettings(seq_len=args.seq_len, stride_s=args.stride, label_shift_s=args.label_shift,
                                 tokens=args.tokens, layers=args.layers, batch_size=args.batch_size, mode=args.mode, seed=args.seed),

@@ -13,7 +13,8 @@ Convolutions keep the grid size ('same' padding). "both" appends the raw CLS tok
 CNN features; "cls" feeds the CLS token alone (the seed's CLS-only mode, no CNN).
 
 The seed author's successor (kind "transformer"): every token of every frame projected to `width`
-channels, time and space positions added, a learnable CLS token in front, a small pre-norm transformer,
+channels, time and space positions added, a learnable CLS token in front, a small pre-norm transformer
+(`depth` blocks of `heads` heads),
 the CLS token's output → LayerNorm → Linear(4).
 
 A head kind is one class taking HeadSettings, with forward(patch, cls) → (B, 4) logits, entered in
@@ -40,7 +41,7 @@ class HeadSettings:
     hidden: int = 384  # RNN hidden size (or the width of the "none" mixer)
     mlp_hidden: int = 384  # width of the Linear between the two output LayerNorms
     rnn_bias: bool = False  # the seed's LSTM has no bias
-    layers: int = 6  # transformer: blocks
+    depth: int = 6  # transformer: blocks
     width: int = 128  # transformer: channels every token is projected to
     heads: int = 4  # transformer: attention heads (width must divide by it)
 
@@ -52,7 +53,7 @@ class HeadSettings:
             raise UserError(f"head tokens '{self.tokens}' is unknown; use one of {', '.join(TOKENS)}")
         if len(self.grid) != 2 or min(self.grid) < 1:
             raise UserError(f"head grid {self.grid} must be two positive numbers (rows, cols)")
-        for name in ("channels", "seq_len", "hidden", "mlp_hidden", "layers", "width", "heads"):
+        for name in ("channels", "seq_len", "hidden", "mlp_hidden", "depth", "width", "heads"):
             if getattr(self, name) < 1:
                 raise UserError(f"head setting {name}={getattr(self, name)} must be at least 1")
         if self.width % self.heads:
@@ -183,7 +184,7 @@ class TransformerHead(nn.Module):
         self.cls_token = nn.Parameter(torch.randn(1, 1, s.width) * 0.02)
         layer = nn.TransformerEncoderLayer(s.width, s.heads, dim_feedforward=4 * s.width, dropout=0.0,
                                            activation="gelu", batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, s.layers, enable_nested_tensor=False)
+        self.encoder = nn.TransformerEncoder(layer, s.depth, enable_nested_tensor=False)
         self.out = nn.Sequential(nn.LayerNorm(s.width), nn.Linear(s.width, 4))
 
     def forward(self, patch: torch.Tensor | None = None, cls: torch.Tensor | None = None) -> torch.Tensor:
