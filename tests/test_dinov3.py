@@ -280,3 +280,17 @@ def test_official_weights_come_from_the_hub_cache(tmp_path, monkeypatch, release
     backbone = load_backbone("dinov3_vits16", "official", progress=False)
     assert backbone.weights_label == "official dinov3_vits16_pretrain_lvd1689m-08c60483.pth"
     assert backbone.weights_digest == load_backbone("dinov3_vits16", "random", seed=3).weights_digest
+
+
+@pytest.mark.parametrize("name", ["vit_tiny_test_reg", "vit3_tiny_test"])
+def test_earlier_layers_are_the_tokens_of_those_blocks(name):
+    """layers= gives, beside the last block's tokens, what block= gives alone (DINOv2 and DINOv3 alike)."""
+    model = random_model(BACKBONES[name], seed=3).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        both = model(x, layers=(0, -2))
+        torch.testing.assert_close(both.patch, model(x).patch, atol=0, rtol=0)
+        for got, block in zip(both.layers, (0, -2)):
+            torch.testing.assert_close(got, model(x, block=block).patch, atol=0, rtol=0)
+        with pytest.raises(ValueError, match="layer 1 is not a block before block 1"):
+            model(x, layers=(1,))
