@@ -137,7 +137,7 @@ def test_wrong_shapes_are_named():
 def test_settings_reject_unknown_values_and_accept_a_stored_grid():
     with pytest.raises(UserError, match="head kind 'mamba' is unknown; use one of lstm, gru, none, transformer"):
         HeadSettings(kind="mamba")
-    with pytest.raises(UserError, match="width=100 must be a multiple of heads=3"):
+    with pytest.raises(UserError, match=r"width 100 \(--transformer-width\) must be a multiple of its 3 heads"):
         HeadSettings(kind="transformer", width=100, heads=3)
     with pytest.raises(UserError, match="head tokens"):
         HeadSettings(tokens="registers")

@@ -57,7 +57,8 @@ class HeadSettings:
             if getattr(self, name) < 1:
                 raise UserError(f"head setting {name}={getattr(self, name)} must be at least 1")
         if self.width % self.heads:
-            raise UserError(f"head setting width={self.width} must be a multiple of heads={self.heads}")
+            raise UserError(f"transformer width {self.width} (--transformer-width) must be a multiple of its "
+                            f"{self.heads} heads (--transformer-heads)")
 
     @property
     def uses_patches(self) -> bool:
