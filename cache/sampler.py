@@ -34,7 +34,7 @@ import torch
 
 from cache.buffers import empty_tensor
 from cache.reduce import restore_tokens
-from cache.store import CachedEpisode, FeatureCache
+from cache.store import LAST, CachedEpisode, FeatureCache, layer_arrays
 from data.augment import AugmentSpec, variant_keys
 from data.episode import Episode
 from data.errors import UserError
@@ -50,6 +50,8 @@ class SamplerSettings:
     stride_s: float = 0.25  # time between sequence frames
     label_shift_s: float = 0.0  # predict the keys this long after the last frame (the loop's latency)
     tokens: str = "patches"  # patches, cls or both: which arrays are read
+    layers: tuple[int, ...] = (LAST,)  # blocks whose patch tokens are read (LAST = -1, or blocks the cache
+    #                                    stores with extract_features --layers), concatenated on the channel axis
     variant_weights: tuple[tuple[str, float], ...] | None = None  # None: every cached variant equally
     kind_weights: tuple[tuple[str, float], ...] = ()  # loss weight per episode kind; kinds not named weigh 1
     batch_size: int = 64
@@ -72,12 +74,17 @@ class Batch:
     keys: torch.Tensor  # (B, 4) float32 labels
     ids: np.ndarray  # (B, 4) int64: episode, last row, label row, variant index (for tests and replay)
     weights: torch.Tensor | None = None  # (B,) float32 loss weight of each sample (its episode's kind weight)
+    layers: tuple[int, ...] = (LAST,)  # the blocks of the patch tokens, in channel order
 
     def float_tokens(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """(patch (B, T, P, C), cls (B, T, C)) in float32 on the batch's device, None where not read.
-        Patches stay PCA-projected when the cache holds them so."""
-        stored = self.stored
-        patch = restore_tokens({k: stored[k] for k in ("patch", "scale") if k in stored}) if "patch" in stored else None
+        """(patch (B, T, P, C · layers), cls (B, T, C)) in float32 on the batch's device, None where not
+        read. Patches stay PCA-projected when the cache holds them so."""
+        stored, patches = self.stored, []
+        for patch_name, scale_name in map(layer_arrays, self.layers):
+            if patch_name in stored:
+                patches.append(restore_tokens({"patch": stored[patch_name],
+                                               **({"scale": stored[scale_name]} if scale_name in stored else {})}))
+        patch = (patches[0] if len(patches) == 1 else torch.cat(patches, dim=-1)) if patches else None
         cls = stored["cls"].float() if "cls" in stored else None
         return patch, cls
 
@@ -97,6 +104,11 @@ class SequenceSampler:
     def __init__(self, cache: FeatureCache, segments: list[Segment], settings: SamplerSettings,
                  device: str | torch.device = "cpu", rank: int = 0, world: int = 1):
         self.cache, self.s, self.device = cache, settings, torch.device(device)
+        missing = [layer for layer in settings.layers if layer != LAST and layer not in cache.layers]
+        if missing or not settings.layers:
+            raise UserError(f"--layers {','.join(map(str, missing or ['']))}: {cache.path} stores the last block"
+                            + (f" and blocks {','.join(map(str, cache.layers))}" if cache.layers else " only")
+                            + "; choose among those or extract with extract_features --layers")
         self.rank, self.world = rank, world
         by_path = {Path(ep.recording).resolve(): ep for ep in cache.episodes()}
         self.episodes: list[CachedEpisode] = []
@@ -199,7 +211,7 @@ class SequenceSampler:
     def _names(self) -> tuple[str, ...]:
         names = ()
         if self.s.tokens in ("patches", "both"):
-            names += ("patch", "scale")
+            names += tuple(name for layer in self.s.layers for name in layer_arrays(layer))
         if self.s.tokens in ("cls", "both"):
             names += ("cls",)
         return names
@@ -345,7 +357,7 @@ class SequenceSampler:
         keys = self._epoch_labels[ids].to(self.device)
         weights = self.episode_weights[torch.as_tensor(table[:, 0])].to(self.device)
         return Batch(stored=arrays, keys=keys, ids=np.stack([table[:, 0], table[:, 1], table[:, 2], var], axis=1),
-                     weights=weights)
+                     weights=weights, layers=tuple(self.s.layers))
 
 
 def select_rows(source: torch.Tensor, index: torch.Tensor, out: torch.Tensor) -> None:

@@ -8,6 +8,9 @@
         <variant>/patch  (T', P, C')    fp16, or int8 with <variant>/scale (T', P) fp16
         <variant>/cls    (T', C)        fp16
         <variant>/registers (T', R, C)  fp16, when the backbone has registers
+        <variant>/patch_bN, scale_bN    patch tokens of earlier block N (0-based), reduced like patch: only
+                                        for the blocks in spec.layers (extract_features --layers)
+      pca_bN/mean, pca_bN/components    the PCA of block N's tokens (only with a PCA reduction and layers)
         <variant>/done   (n_blocks,)    1 once a block is written: resumable, block by block
 
 Tokens are stored uncompressed: they do not compress, and decompression would slow stage 2. Their chunk
@@ -53,12 +56,23 @@ class CacheSpec:
     grid: tuple[int, int]  # patch rows, cols
     channels: int  # backbone width
     registers: int
+    layers: tuple[int, ...] = ()  # earlier blocks (0-based) whose patch tokens are stored beside the last's
 
     def fingerprint(self) -> str:
         parts = asdict(self)
         parts.pop("weights_label")  # the digest decides; label and source are for people and drive
         parts.pop("weights_source")
+        if not parts["layers"]:  # caches made before layers existed keep their fingerprint
+            parts.pop("layers")
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+LAST = -1  # the last block, in layer choices (its tokens are the arrays 'patch' and 'scale')
+
+
+def layer_arrays(layer: int) -> tuple[str, str]:
+    """(patch, scale) array names of a block's tokens; LAST is the backbone's output."""
+    return ("patch", "scale") if layer == LAST else (f"patch_b{layer}", f"scale_b{layer}")
 
 
 def episode_id(recording: Path, roots: list[Path]) -> str:
@@ -179,6 +193,10 @@ def _read_chunk_rows(path: Path, offset: int, chunk_bytes: int, target: memoryvi
     return True
 
 
+def _pca_groups(layers: tuple[int, ...]) -> list[tuple[int, str]]:
+    return [(LAST, "pca")] + [(layer, f"pca_b{layer}") for layer in layers]
+
+
 class FeatureCache:
     def __init__(self, path: Path, group: zarr.Group):
         self.path = path
@@ -188,10 +206,11 @@ class FeatureCache:
         self.spec = self.attrs["spec"]
         self.block_rows = int(self.spec["block_rows"])
         self.grid = tuple(self.spec["grid"])
-        self.projection = None
-        if "pca" in group:
-            self.projection = Projection(torch.from_numpy(group["pca/mean"][:]),
-                                         torch.from_numpy(group["pca/components"][:]))
+        self.layers = tuple(int(n) for n in self.spec.get("layers", ()))  # earlier blocks stored
+        self.projections = {layer: Projection(torch.from_numpy(group[f"{name}/mean"][:]),
+                                              torch.from_numpy(group[f"{name}/components"][:]))
+                            for layer, name in _pca_groups(self.layers) if name in group}
+        self.projection = self.projections.get(LAST)  # the last block's
 
     @property
     def reduction(self) -> Reduction:
@@ -213,8 +232,9 @@ class FeatureCache:
         return cls(path, group)
 
     @classmethod
-    def create_or_open(cls, path: str | Path, spec: CacheSpec, projection: Projection | None = None) -> "FeatureCache":
+    def create_or_open(cls, path: str | Path, spec: CacheSpec, projections: dict[int, Projection] | None = None) -> "FeatureCache":
         """Open the cache at path, refusing one made with other settings; create it if absent.
+        projections: the PCA of each stored block (LAST and spec.layers), when the reduction has one.
 
         Creation is atomic (built beside, then renamed), so shards racing to create it agree.
         """
@@ -224,9 +244,10 @@ class FeatureCache:
             group = zarr.open_group(tmp, mode="w-", zarr_format=3)
             group.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION,
                                 "fingerprint": spec.fingerprint(), "spec": asdict(spec)})
-            if projection is not None:
-                group.create_array("pca/mean", data=projection.mean.numpy())
-                group.create_array("pca/components", data=projection.components.numpy())
+            for layer, name in _pca_groups(spec.layers):
+                if projections and layer in projections:
+                    group.create_array(f"{name}/mean", data=projections[layer].mean.numpy())
+                    group.create_array(f"{name}/components", data=projections[layer].components.numpy())
             group.create_group("episodes")
             try:
                 os.rename(tmp, path)
@@ -264,10 +285,11 @@ class FeatureCache:
         group.create_array("rows", data=np.asarray(rows, dtype=np.int64))
         int8 = self.spec["reduction"]["dtype"] == "int8"
         for v in variants:
-            group.create_array(f"{v}/patch", shape=(n, p, c), chunks=(block, p, c),
-                               dtype="int8" if int8 else "float16", compressors=None)
-            if int8:
-                group.create_array(f"{v}/scale", shape=(n, p), chunks=(block, p), dtype="float16", compressors=None)
+            for patch, scale in map(layer_arrays, (LAST, *self.layers)):
+                group.create_array(f"{v}/{patch}", shape=(n, p, c), chunks=(block, p, c),
+                                   dtype="int8" if int8 else "float16", compressors=None)
+                if int8:
+                    group.create_array(f"{v}/{scale}", shape=(n, p), chunks=(block, p), dtype="float16", compressors=None)
             group.create_array(f"{v}/cls", shape=(n, full), chunks=(block, full), dtype="float16", compressors=None)
             if self.spec["registers"]:
                 r = int(self.spec["registers"])

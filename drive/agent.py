@@ -6,13 +6,14 @@ reduction — PCA projection, then fp16 rounding or int8 quantize + dequantize. 
 a flat vector (patch tokens, then the CLS token, as the head's `tokens` setting uses them), so the
 loop's ring buffer can stack them; head_fn splits them again.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from cache.reduce import Projection, Reduction, dequantize_int8, quantize_int8
+from cache.store import LAST
 from data.errors import UserError
 from data.profiles import GameProfile, load_profile
 from drive.controller import ControllerSettings
@@ -43,6 +44,8 @@ class Agent:
     head: torch.nn.Module
     profile: GameProfile
     device: torch.device
+    layers: tuple[int, ...] = (LAST,)  # blocks whose patch tokens the head reads, side by side (train_head --layers)
+    layer_projections: dict[int, Projection] = field(default_factory=dict)  # PCA of earlier blocks, by block
 
     @property
     def seq_len(self) -> int:
@@ -75,7 +78,7 @@ class Agent:
         bf16 = self.extractor.bf16
         with torch.inference_mode():
             with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16):
-                out = self.extractor.model(x.to(self.device))
+                out = self.extractor.model(x.to(self.device), layers=self.extractor.layers)
             return self.reduce(out)  # outside autocast, like stage 1: a bf16 PCA would change the numbers
 
     def frame_features(self, frames: np.ndarray) -> torch.Tensor:
@@ -86,7 +89,10 @@ class Agent:
     def reduce(self, out: BackboneOutput) -> torch.Tensor:
         parts = []
         if self.head_settings.uses_patches:
-            parts.append(reduce_like_cache(out.patch.float(), self.reduction, self.projection).flatten(1))
+            tokens = {LAST: out.patch, **dict(zip(self.extractor.layers, out.layers))}
+            projections = {LAST: self.projection, **self.layer_projections}
+            reduced = [reduce_like_cache(tokens[layer].float(), self.reduction, projections.get(layer)) for layer in self.layers]
+            parts.append(torch.cat(reduced, dim=-1).flatten(1))
         if self.head_settings.uses_cls:
             parts.append(out.cls.float().half().float())  # the cache stores CLS tokens as fp16
         return torch.cat(parts, dim=1)
@@ -129,8 +135,12 @@ def load_agent(ckpt_path: str | Path, weights: str | None = None, device: str = 
     head = build_head(head_settings)
     head.load_state_dict(ckpt["model"])
     head.to(dev).eval().requires_grad_(False)
+    layers = tuple(s["sampler"].get("layers", (LAST,)))  # checkpoints from before layers read the last block
+    layer_projections = {int(layer): Projection(p["mean"].to(dev), p["components"].to(dev))
+                         for layer, p in (ckpt.get("layer_projections") or {}).items()}
     # the backbone runs at the precision the features were extracted with (bf16 tokens differ slightly)
-    extractor = FeatureExtractor(backbone, prep, bf16=s.get("precision", "fp32") == "bf16")
+    extractor = FeatureExtractor(backbone, prep, bf16=s.get("precision", "fp32") == "bf16",
+                                 layers=tuple(layer for layer in layers if layer != LAST))
     return Agent(path=path, settings=s, extractor=extractor, reduction=Reduction(**s["reduction"]),
                  projection=projection, head_settings=head_settings, head=head, profile=load_profile(s["profile"]),
-                 device=dev)
+                 device=dev, layers=layers, layer_projections=layer_projections)

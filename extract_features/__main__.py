@@ -2,6 +2,7 @@
 
     python -m extract_features --recordings runs/recordings --cache runs/cache
     python -m extract_features --recordings a b --cache c --backbone dinov2_vits14 --weights random --pca 64
+    python -m extract_features --recordings runs/recordings --cache runs/cache-v3 --backbone dinov3_vitb16 --layers 5,8
 """
 import argparse
 from pathlib import Path
@@ -21,12 +22,24 @@ def parse_shard(text: str) -> tuple[int, int]:
     return k, n
 
 
+def parse_layers(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--layers {text!r}: expected block numbers separated by commas, e.g. 5,8") from None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m extract_features", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
     p.add_argument("--recordings", nargs="+", type=Path, required=True, metavar="DIR", help="recordings directories")
     p.add_argument("--cache", type=Path, required=True, metavar="DIR", help="feature cache directory")
-    p.add_argument("--backbone", default=ExtractSettings.backbone, help="dinov2_vit{s,b,l,g}14[_reg] (default: %(default)s)")
+    p.add_argument("--backbone", default=ExtractSettings.backbone,
+                   help="dinov2_vit{s,b,l,g}14[_reg] or dinov3_vit{s,b,l}16, dinov3_vit{s,h}16plus; "
+                        "python -m extract_features.backbone --list shows all (default: %(default)s)")
+    p.add_argument("--layers", type=parse_layers, default=ExtractSettings.layers, metavar="N,M",
+                   help="also store the patch tokens of these earlier blocks (0-based), reduced like the last's; "
+                        "train_head --layers picks among them")
     p.add_argument("--weights", default="official",
                    help="official (torch hub cache / download), a .pth file, a Hugging Face folder, or random")
     p.add_argument("--profile", help="game profile (default: the one the episodes were recorded with)")
@@ -47,7 +60,7 @@ def main() -> None:
     args = p.parse_args()
     settings = ExtractSettings(
         recordings=args.recordings, cache=args.cache, backbone=args.backbone, weights=args.weights,
-        profile=args.profile, reduction=Reduction(dtype=args.dtype, pca_dim=args.pca, fps=args.fps),
+        profile=args.profile, reduction=Reduction(dtype=args.dtype, pca_dim=args.pca, fps=args.fps), layers=args.layers,
         variants=tuple(args.variants.split(",")) if args.variants else None, augment_seed=args.seed,
         block_rows=args.block_rows, batch_size=args.batch_size, shard=args.shard, device=args.device,
         bf16={"auto": None, "on": True, "off": False}[args.bf16], compile=args.compile, refresh=args.refresh, kinds=tuple(args.kind) if args.kind else None)

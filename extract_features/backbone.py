@@ -1,4 +1,5 @@
-"""DINOv2 ViT-S/B/L/g with patch 14, with or without 4 registers, as released by facebookresearch/dinov2.
+"""DINOv2 ViT-S/B/L/g with patch 14, with or without 4 registers, as released by facebookresearch/dinov2;
+the registry of every backbone (DINOv3's architecture is in dinov3.py) and the extractor that runs them.
 
 Parameter names equal the official state dict (cls_token, pos_embed, blocks.N.attn.qkv, ...), so an
 official checkpoint loads with strict=True. load_backbone gives a frozen model with its weights;
@@ -12,7 +13,7 @@ import itertools
 import platform
 import time
 from dataclasses import dataclass
-from typing import NamedTuple
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -20,7 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from data.errors import UserError, run_cli
+from extract_features import dinov3_weights
+from extract_features.dinov3 import DINOV3_BACKBONES, Dinov3Config, DinoV3
 from extract_features.preprocess import PreprocessSettings, patch_grid, preprocess
+from extract_features.vit_layers import BackboneOutput, Block, Mlp, PatchEmbed, outputs, resolve_layers, run_blocks
 from extract_features.weights import official_url, read_weights, weights_digest
 
 
@@ -59,7 +63,7 @@ def _release(embed_dim: int, depth: int, num_heads: int, ffn: str = "mlp", regis
     return ViTConfig(embed_dim, depth, num_heads, ffn)
 
 
-BACKBONES: dict[str, ViTConfig] = {
+BACKBONES: dict[str, ViTConfig | Dinov3Config] = {
     "dinov2_vits14": _release(384, 12, 6),
     "dinov2_vitb14": _release(768, 12, 12),
     "dinov2_vitl14": _release(1024, 24, 16),
@@ -74,20 +78,22 @@ BACKBONES: dict[str, ViTConfig] = {
                                    interpolate_offset=0.0, interpolate_antialias=True),
     # Control, not a backbone: the raw 14x14x3 pixel patches themselves (see RawPatches).
     "raw_patches14": ViTConfig(14 * 14 * 3, 0, 1),
+    **DINOV3_BACKBONES,
 }
 RAW_PATCHES = "raw_patches14"
+BENCH_BACKBONES = ("dinov2_vits14", "dinov2_vitb14", "dinov3_vits16", "dinov3_vitb16")
 
 
-def backbone_config(name: str) -> ViTConfig:
+def preprocess_settings(config: ViTConfig | Dinov3Config, mode: str = "pad") -> PreprocessSettings:
+    """The backbone's preprocessing: frames padded (or resized) to multiples of its patch size, ImageNet
+    mean/std (both releases' LVD models). 240x180 pads to 252x182 at patch 14, 240x192 at patch 16."""
+    return PreprocessSettings(mode=mode, multiple=config.patch_size)
+
+
+def backbone_config(name: str) -> ViTConfig | Dinov3Config:
     if name not in BACKBONES:
         raise UserError(f"backbone '{name}' is unknown; use one of {', '.join(BACKBONES)}")
     return BACKBONES[name]
-
-
-class BackboneOutput(NamedTuple):
-    patch: torch.Tensor  # (N, P, D), P = rows * cols in row-major order
-    cls: torch.Tensor  # (N, D)
-    registers: torch.Tensor  # (N, R, D); R = 0 for models without registers
 
 
 class Attention(nn.Module):
@@ -104,25 +110,6 @@ class Attention(nn.Module):
         return self.proj(x.transpose(1, 2).reshape(n, t, c))
 
 
-class LayerScale(nn.Module):
-    def __init__(self, dim: int):
-        super().__init__()
-        self.gamma = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gamma
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
 class SwiGLU(nn.Module):
     def __init__(self, dim: int, hidden: int):
         super().__init__()
@@ -134,31 +121,6 @@ class SwiGLU(nn.Module):
         return self.w3(F.silu(gate) * up)
 
 
-class Block(nn.Module):
-    def __init__(self, config: ViTConfig):
-        super().__init__()
-        dim = config.embed_dim
-        self.norm1 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
-        self.attn = Attention(dim, config.num_heads)
-        self.ls1 = LayerScale(dim)
-        self.norm2 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
-        self.mlp = (SwiGLU if config.ffn == "swiglu" else Mlp)(dim, config.ffn_hidden)
-        self.ls2 = LayerScale(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.ls1(self.attn(self.norm1(x)))
-        return x + self.ls2(self.mlp(self.norm2(x)))
-
-
-class PatchEmbed(nn.Module):
-    def __init__(self, config: ViTConfig):
-        super().__init__()
-        self.proj = nn.Conv2d(3, config.embed_dim, kernel_size=config.patch_size, stride=config.patch_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
-
-
 class DinoV2(nn.Module):
     """(N, 3, H, W) normalised images, H and W multiples of 14 → BackboneOutput after the final LayerNorm."""
 
@@ -168,13 +130,15 @@ class DinoV2(nn.Module):
             raise ValueError(f"ffn must be 'mlp' or 'swiglu', not {config.ffn!r}")
         self.config = config
         dim = config.embed_dim
-        self.patch_embed = PatchEmbed(config)
+        self.patch_embed = PatchEmbed(dim, config.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + config.pos_grid ** 2, dim))
         if config.num_registers:
             self.register_tokens = nn.Parameter(torch.zeros(1, config.num_registers, dim))
         self.mask_token = nn.Parameter(torch.zeros(1, dim))  # unused at inference; kept so checkpoints load strictly
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
+        self.blocks = nn.ModuleList(Block(dim, config.layer_norm_eps, Attention(dim, config.num_heads),
+                                          (SwiGLU if config.ffn == "swiglu" else Mlp)(dim, config.ffn_hidden))
+                                    for _ in range(config.depth))
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
 
     @torch.no_grad()
@@ -205,27 +169,23 @@ class DinoV2(nn.Module):
         patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, rows * cols, -1)
         return torch.cat((pos[:, :1], patch_pos), dim=1).to(self.pos_embed.dtype)
 
-    def forward(self, x: torch.Tensor, block: int | None = None) -> BackboneOutput:
+    def forward(self, x: torch.Tensor, block: int | None = None, layers: Sequence[int] = ()) -> BackboneOutput:
         """block: return the tokens after this block (0-based, negative counts from the end) instead of
-        the last, normed by the final LayerNorm like the release's get_intermediate_layers."""
+        the last, normed by the final LayerNorm like the release's get_intermediate_layers; layers: earlier
+        blocks whose normed patch tokens come out too, in BackboneOutput.layers."""
         n, _, h, w = x.shape
         p = self.config.patch_size
         if h % p or w % p:
             raise ValueError(f"input {h}x{w} is not a multiple of {p}; preprocess frames with extract_features.preprocess")
-        depth = self.config.depth
-        if block is not None and not -depth <= block < depth:
-            raise ValueError(f"block {block} does not exist in a {depth}-block model")
-        stop = depth if block is None else block % depth + 1
+        stop, kept = resolve_layers(self.config.depth, block, layers)
         x = self.patch_embed(x)
         x = torch.cat((self.cls_token.expand(n, -1, -1), x), dim=1)
         x = x + self.interpolate_pos_embed(h // p, w // p).to(x.dtype)
         r = self.config.num_registers
         if r:  # registers get no position embedding and sit between CLS and the patches
             x = torch.cat((x[:, :1], self.register_tokens.expand(n, -1, -1), x[:, 1:]), dim=1)
-        for i in range(stop):
-            x = self.blocks[i](x)
-        x = self.norm(x)
-        return BackboneOutput(patch=x[:, 1 + r:], cls=x[:, 0], registers=x[:, 1:1 + r])
+        x, taken = run_blocks(x, self.blocks, stop, kept, self.norm, prefix=1 + r)
+        return outputs(x, r, taken)
 
 
 class RawPatches(nn.Module):
@@ -238,7 +198,9 @@ class RawPatches(nn.Module):
         super().__init__()
         self.patch = config.patch_size
 
-    def forward(self, x: torch.Tensor, block: int | None = None) -> BackboneOutput:
+    def forward(self, x: torch.Tensor, block: int | None = None, layers: Sequence[int] = ()) -> BackboneOutput:
+        if layers:
+            raise ValueError("raw patches have no blocks to take layers from")
         n, c, h, w = x.shape
         p = self.patch
         tokens = x.float().reshape(n, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(n, (h // p) * (w // p), c * p * p)
@@ -261,8 +223,8 @@ def pick_device(name: str) -> torch.device:
 class Backbone:
     """A loaded, frozen backbone and what it is (made by load_backbone)."""
 
-    model: nn.Module  # DinoV2 (or RawPatches), eval mode, requires_grad False
-    config: ViTConfig
+    model: nn.Module  # DinoV2, DinoV3 (or RawPatches), eval mode, requires_grad False
+    config: ViTConfig | Dinov3Config
     name: str  # key of BACKBONES
     weights_label: str  # for humans and logs; contains "RANDOM" for random weights
     weights_digest: str  # sha256 of the loaded tensors (feature cache fingerprint)
@@ -277,21 +239,29 @@ class Backbone:
         return first.device if first is not None else torch.device("cpu")
 
 
-def random_model(config: ViTConfig, seed: int = 0) -> DinoV2:
+def model_class(config: ViTConfig | Dinov3Config) -> type[DinoV2] | type[DinoV3]:
+    return DinoV3 if isinstance(config, Dinov3Config) else DinoV2
+
+
+def family(config: ViTConfig | Dinov3Config) -> str:
+    return "DINOv3" if isinstance(config, Dinov3Config) else "DINOv2"
+
+
+def random_model(config: ViTConfig | Dinov3Config, seed: int = 0) -> DinoV2 | DinoV3:
     """The release's initialisation from a seed, without touching the caller's random state."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = DinoV2(config)
+        model = model_class(config)(config)
         model.init_weights()
     return model
 
 
 def load_backbone(name: str, weights: str = "official", device="cpu", seed: int = 0,
                   progress: bool = True) -> Backbone:
-    """A frozen DinoV2 (eval, requires_grad False) on `device`, labelled, with a digest of its weights.
+    """A frozen DinoV2 or DinoV3 (eval, requires_grad False) on `device`, labelled, with a digest of its weights.
 
     weights: "official" (release checkpoint through the torch hub cache), a .pth path, a Hugging Face
-    folder, or "random" (seeded by `seed`); see weights.py.
+    folder, or "random" (seeded by `seed`); see weights.py and dinov3_weights.py.
     """
     config = backbone_config(name)
     if name == RAW_PATCHES:
@@ -300,11 +270,12 @@ def load_backbone(name: str, weights: str = "official", device="cpu", seed: int 
                         weights_digest=weights_digest(model))
     if weights == "random":
         model = random_model(config, seed)
-        label = f"RANDOM weights (seed {seed}), not DINOv2 features"
+        label = f"RANDOM weights (seed {seed}), not {family(config)} features"
     else:
-        state, label = read_weights(name, config, weights, BACKBONES, progress)
+        reader = dinov3_weights.read_weights if isinstance(config, Dinov3Config) else read_weights
+        state, label = reader(name, config, weights, BACKBONES, progress)
         with torch.device("meta"):  # no time spent initialising what the checkpoint replaces
-            model = DinoV2(config)
+            model = model_class(config)(config)
         expected = set(model.state_dict())
         missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
         if missing or unexpected:
@@ -322,16 +293,17 @@ class FeatureExtractor:
     """uint8 RGB frames → BackboneOutput on the backbone's device, for stage 1 and the live loop.
 
     No autograd; bf16 autocast by default on CUDA GPUs that support it (bf16=True forces it, also on
-    CPU); compile=True wraps the model in torch.compile. Tokens come out float32 (the final LayerNorm
+    CPU); compile=True wraps the model in torch.compile; layers: earlier blocks whose patch tokens come out
+    too (BackboneOutput.layers). Tokens come out float32 (the final LayerNorm
     runs in float32 under autocast).
     """
 
     def __init__(self, backbone: Backbone, settings: PreprocessSettings, bf16: bool | None = None,
-                 compile: bool = False, block: int | None = None):
+                 compile: bool = False, block: int | None = None, layers: tuple[int, ...] = ()):
         if settings.multiple != backbone.config.patch_size:
             raise UserError(f"preprocess multiple {settings.multiple} differs from the patch size "
                             f"{backbone.config.patch_size} of {backbone.name}; set it to {backbone.config.patch_size}")
-        self.backbone, self.settings, self.block = backbone, settings, block
+        self.backbone, self.settings, self.block, self.layers = backbone, settings, block, tuple(layers)
         self.device = backbone.device
         if bf16 is None:
             bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -344,7 +316,7 @@ class FeatureExtractor:
 
     def __call__(self, frames) -> BackboneOutput:
         with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
-            return self.model(preprocess(frames, self.settings, self.device), block=self.block)
+            return self.model(preprocess(frames, self.settings, self.device), block=self.block, layers=self.layers)
 
 
 def _machine(device: torch.device) -> str:
@@ -381,18 +353,18 @@ def bench(names: list[str], weights: str, height: int, width: int, batch: int, i
     """Print ms/frame in fp32 and bf16 autocast, and the bf16 tokens' error relative to fp32."""
     device = torch.device(device)
     frames = np.random.default_rng(0).integers(0, 256, size=(batch, height, width, 3), dtype=np.uint8)
-    settings = PreprocessSettings()
-    rows, cols = patch_grid(height, width, settings)
     print(f"machine: {_machine(device)}")
-    print(f"input {height}x{width} -> {rows}x{cols} patches, batch {batch}, median of {iters} batches after 1 warm-up"
-          f"{', torch.compile' if compile else ''}")
-    print(f"{'backbone':<20} {'weights':<44} {'fp32 ms/frame':>14} {'bf16 ms/frame':>14} "
+    print(f"frames {height}x{width}, padded to each backbone's patch size, batch {batch}, median of {iters} "
+          f"batches after 1 warm-up{', torch.compile' if compile else ''}")
+    print(f"{'backbone':<20} {'patches':>7} {'weights':<44} {'fp32 ms/frame':>14} {'bf16 ms/frame':>14} "
           f"{'bf16 rel.err patch':>19} {'cls':>8}")
     for name in names:
         backbone = load_backbone(name, weights, device=device)
+        settings = preprocess_settings(backbone.config)
+        grid = "x".join(map(str, patch_grid(height, width, settings)))
         fp32_ms, fp32 = time_ms_per_frame(FeatureExtractor(backbone, settings, False, compile), frames, iters)
         bf16_ms, bf16 = time_ms_per_frame(FeatureExtractor(backbone, settings, True, compile), frames, iters)
-        print(f"{name:<20} {backbone.weights_label[:44]:<44} {fp32_ms:>14.1f} {bf16_ms:>14.1f} "
+        print(f"{name:<20} {grid:>7} {backbone.weights_label[:44]:<44} {fp32_ms:>14.1f} {bf16_ms:>14.1f} "
               f"{relative_error(bf16.patch, fp32.patch):>19.2e} {relative_error(bf16.cls, fp32.cls):>8.2e}")
     if weights == "random":
         print("note: RANDOM weights; speed does not depend on them, the bf16 error with real weights may differ")
@@ -402,23 +374,24 @@ def list_backbones() -> None:
     print(f"{'backbone':<20} {'params':>8} {'dim':>5} {'blocks':>6} {'regs':>4}  official weights")
     for name, config in BACKBONES.items():
         with torch.device("meta"):
-            params = sum(p.numel() for p in DinoV2(config).parameters())
-        url = official_url(name) if name.startswith("dinov2_") else "(none: random only)"
+            params = sum(p.numel() for p in model_class(config)(config).parameters())
+        url = (official_url(name) if name.startswith("dinov2_") else dinov3_weights.official_url(name)
+               if name.startswith("dinov3_") else "(none: random only)")
         print(f"{name:<20} {params / 1e6:>7.1f}M {config.embed_dim:>5} {config.depth:>6} {config.num_registers:>4}  {url}")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m extract_features.backbone",
-                                     description="DINOv2 backbones: list them, or time them on this machine.")
+                                     description="DINOv2 and DINOv3 backbones: list them, or time them on this machine.")
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--list", action="store_true", help="list backbones, sizes and official weight URLs")
     action.add_argument("--bench", action="store_true", help="ms/frame in fp32 and bf16, and bf16 error vs fp32")
-    parser.add_argument("--backbones", nargs="+", default=["dinov2_vits14", "dinov2_vitb14"], metavar="NAME",
-                        help="backbones to time (default: dinov2_vits14 dinov2_vitb14)")
+    parser.add_argument("--backbones", nargs="+", default=list(BENCH_BACKBONES), metavar="NAME",
+                        help=f"backbones to time (default: {' '.join(BENCH_BACKBONES)})")
     parser.add_argument("--weights", default="random",
                         help="'random' (default; speed does not depend on weights), 'official', a .pth or a HF folder")
-    parser.add_argument("--height", type=int, default=182, help="input height in pixels (default 182)")
-    parser.add_argument("--width", type=int, default=252, help="input width in pixels (default 252)")
+    parser.add_argument("--height", type=int, default=180, help="frame height in pixels before padding (default 180)")
+    parser.add_argument("--width", type=int, default=240, help="frame width in pixels before padding (default 240)")
     parser.add_argument("--batch", type=int, default=4, help="frames per forward pass (default 4)")
     parser.add_argument("--iters", type=int, default=3, help="timed batches per setting; the median is shown (default 3)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",

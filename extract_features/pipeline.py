@@ -15,14 +15,14 @@ import torch
 from tqdm import tqdm
 
 from cache.reduce import Projection, Reduction, reduce_tokens
-from cache.store import CachedEpisode, CacheSpec, FeatureCache, episode_id
+from cache.store import LAST, CachedEpisode, CacheSpec, FeatureCache, episode_id, layer_arrays
 from data.augment import apply_variant
 from data.episode import Episode
 from data.errors import UserError
 from data.index import EpisodeInfo, index_episodes
 from data.profiles import GameProfile, load_profile
-from extract_features.backbone import FeatureExtractor, load_backbone, pick_device
-from extract_features.preprocess import PreprocessSettings, patch_grid
+from extract_features.backbone import RAW_PATCHES, FeatureExtractor, backbone_config, load_backbone, pick_device, preprocess_settings
+from extract_features.preprocess import patch_grid
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,8 @@ class ExtractSettings:
     backbone: str = "dinov2_vitb14_reg"
     weights: str = "official"
     profile: str | None = None  # None: the profile the episodes were recorded with
-    reduction: Reduction = field(default_factory=Reduction)
+    reduction: Reduction = field(default_factory=Reduction)  # applied to the last block and to each of `layers`
+    layers: tuple[int, ...] = ()  # earlier blocks (0-based) whose patch tokens are stored beside the last's
     variants: tuple[str, ...] | None = None  # None: every variant of the profile's augmentation spec
     augment_seed: int = 0
     block_rows: int = 256
@@ -63,11 +64,12 @@ def extract(settings: ExtractSettings, log=print) -> FeatureCache:
     k, n = settings.shard
     mine = [e for i, e in enumerate(all_episodes) if i % n == k - 1]
 
+    layers = check_layers(settings.layers, settings.backbone)
     backbone = load_backbone(settings.backbone, settings.weights, device=device)
     log(f"backbone {backbone.name}: {backbone.weights_label}")
-    prep = PreprocessSettings(mode=profile.preprocess)
+    prep = preprocess_settings(backbone.config, profile.preprocess)
     h, w, _ = profile.frame_shape
-    extractor = FeatureExtractor(backbone, prep, bf16=settings.bf16, compile=settings.compile)
+    extractor = FeatureExtractor(backbone, prep, bf16=settings.bf16, compile=settings.compile, layers=layers)
     variants = _variants(profile, settings.variants)
 
     spec = CacheSpec(backbone=backbone.name, weights_digest=backbone.weights_digest,
@@ -76,11 +78,11 @@ def extract(settings: ExtractSettings, log=print) -> FeatureCache:
                      augment=profile.augment.subset(variants).text(), augment_seed=settings.augment_seed,
                      reduction=settings.reduction.describe(), block_rows=settings.block_rows,
                      grid=patch_grid(h, w, prep), channels=backbone.config.embed_dim,
-                     registers=backbone.config.num_registers)
-    projection = None
+                     registers=backbone.config.num_registers, layers=layers)
+    projections = None
     if settings.reduction.pca_dim and not settings.cache.exists():
-        projection = _fit_pca(all_episodes, extractor, settings, log)
-    cache = FeatureCache.create_or_open(settings.cache, spec, projection)
+        projections = _fit_pca(all_episodes, extractor, settings, log)
+    cache = FeatureCache.create_or_open(settings.cache, spec, projections)
     if settings.reduction.pca_dim and cache.projection is None:
         raise UserError(f"{settings.cache}: has no PCA but --pca was asked; use another --cache directory")
 
@@ -92,6 +94,18 @@ def extract(settings: ExtractSettings, log=print) -> FeatureCache:
     if total:
         _run(work, profile, extractor, cache, settings, total)
     return cache
+
+
+def check_layers(layers: tuple[int, ...], backbone: str) -> tuple[int, ...]:
+    """--layers: distinct earlier blocks of the backbone, in increasing order."""
+    depth = backbone_config(backbone).depth
+    if layers and backbone == RAW_PATCHES:
+        raise UserError(f"--layers: {backbone} has no blocks; leave --layers out")
+    wrong = [n for n in layers if not 0 <= n < depth - 1]
+    if wrong:
+        raise UserError(f"--layers {','.join(map(str, wrong))}: {backbone} has blocks 0..{depth - 1}, and the last "
+                        f"({depth - 1}) is always stored; choose earlier blocks between 0 and {depth - 2}")
+    return tuple(sorted(set(layers)))
 
 
 def _profile(settings: ExtractSettings, episodes: list[EpisodeInfo]) -> GameProfile:
@@ -132,8 +146,9 @@ def cache_rows(ep: Episode, fps: float | None) -> np.ndarray:
     return np.unique(np.searchsorted(t, ticks - 1e-9)) + first
 
 
-def _fit_pca(episodes: list[EpisodeInfo], extractor, settings: ExtractSettings, log) -> Projection:
-    """PCA of patch tokens of clean frames spread evenly over all recordings (the same for every shard)."""
+def _fit_pca(episodes: list[EpisodeInfo], extractor, settings: ExtractSettings, log) -> dict[int, Projection]:
+    """PCA of patch tokens of clean frames spread evenly over all recordings (the same for every shard),
+    one per stored block: LAST and each of extractor.layers."""
     lengths = np.array([e.n_frames for e in episodes])
     picks = np.linspace(0, lengths.sum() - 1, num=min(settings.reduction.pca_frames, int(lengths.sum()))).astype(int)
     starts = np.concatenate([[0], np.cumsum(lengths)])
@@ -141,15 +156,20 @@ def _fit_pca(episodes: list[EpisodeInfo], extractor, settings: ExtractSettings, 
     for pick in picks:
         i = int(np.searchsorted(starts, pick, side="right") - 1)
         frames.append(Episode(episodes[i].path).frames[int(pick - starts[i])])
-    tokens = []
+    stored = (LAST, *extractor.layers)
+    tokens = {layer: [] for layer in stored}
     for start in range(0, len(frames), settings.batch_size):
-        batch = torch.from_numpy(np.stack(frames[start:start + settings.batch_size]))
-        tokens.append(extractor(batch).patch.float().cpu().numpy())
-    tokens = np.concatenate(tokens)
-    projection = Projection.fit(tokens, settings.reduction.pca_dim)
-    log(f"PCA {tokens.shape[-1]} -> {settings.reduction.pca_dim} channels fitted on {len(frames)} frames, "
-        f"keeps {projection.explained(tokens) * 100:.1f}% of the variance")
-    return projection
+        out = extractor(torch.from_numpy(np.stack(frames[start:start + settings.batch_size])))
+        for layer, patch in zip(stored, (out.patch, *out.layers)):
+            tokens[layer].append(patch.float().cpu().numpy())
+    projections = {}
+    for layer in stored:
+        x = np.concatenate(tokens[layer])
+        projections[layer] = Projection.fit(x, settings.reduction.pca_dim)
+        log(f"PCA {x.shape[-1]} -> {settings.reduction.pca_dim} channels "
+            f"{'' if layer == LAST else f'of block {layer} '}fitted on {len(frames)} frames, "
+            f"keeps {projections[layer].explained(x) * 100:.1f}% of the variance")
+    return projections
 
 
 def _plan(cache: FeatureCache, episodes: list[EpisodeInfo], variants: list[str], settings: ExtractSettings) -> list[_Work]:
@@ -224,8 +244,14 @@ def _run(work: list[_Work], profile: GameProfile, extractor, cache: FeatureCache
         while (job := inbox.get()) is not None:
             item, variant, frames = job
             parts = [extractor(frames[i:i + settings.batch_size]) for i in range(0, len(frames), settings.batch_size)]
-            patch = torch.cat([p.patch for p in parts])
-            arrays = reduce_tokens(patch, cache.reduction, cache.projection)
+            arrays = {}
+            for i, layer in enumerate((LAST, *cache.layers)):
+                patch = torch.cat([p.patch if layer == LAST else p.layers[i - 1] for p in parts])
+                reduced = reduce_tokens(patch, cache.reduction, cache.projections.get(layer))
+                patch_name, scale_name = layer_arrays(layer)
+                arrays[patch_name] = reduced["patch"]
+                if "scale" in reduced:
+                    arrays[scale_name] = reduced["scale"]
             arrays["cls"] = torch.cat([p.cls for p in parts]).half().cpu().numpy()
             if cache.spec["registers"]:
                 arrays["registers"] = torch.cat([p.registers for p in parts]).half().cpu().numpy()

@@ -63,77 +63,79 @@ def read_weights(name: str, config: "ViTConfig", weights: str, known: dict[str, 
     path, heads = Path(weights).expanduser(), None  # heads: only a Hugging Face config.json says
     if weights == "official":
         url = official_url(name)
-        state, label = _download(url, progress), f"official {url.rsplit('/', 1)[1]}"
+        state, label = download(url, progress), f"official {url.rsplit('/', 1)[1]}"
     else:
         label = str(path)
         if path.is_dir():
-            state, heads, label = *_read_hf_folder(path), f"Hugging Face folder {path}"
+            state, hf = read_hf_folder(path)
+            heads, label = hf.get("num_attention_heads", 12), f"Hugging Face folder {path}"  # 12: transformers' default
         elif path.is_file():
-            state = _read_file(path)
+            state = read_file(path)
         else:
             raise UserError(f"--weights {weights}: no such file or folder; use 'official', 'random', "
                             f"a .pth file or a Hugging Face folder (config.json + model.safetensors)")
     state = to_official_layout(state, label)
-    _check_matches(_structure(state, label), name, config, known, label)
+    check_matches(_structure(state, label), name, config, known, label)
     if heads is not None and heads != config.num_heads:
         raise UserError(f"{path / 'config.json'}: {heads} attention heads, but {name} has {config.num_heads}")
     return state, label
 
 
-def _download(url: str, progress: bool) -> dict:
+def download(url: str, progress: bool, where: str = "fetch that file elsewhere") -> dict:
+    """The checkpoint at url through the torch hub cache; `where` tells a user without network how to get it."""
     cached = hub_cache_path(url)
     try:
         return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=progress,
                                                   check_hash=False, weights_only=True)
     except (URLError, OSError) as e:  # no network, DNS, HTTP error, unwritable cache
         reason = getattr(e, "reason", None) or e
-        raise UserError(f"cannot download {url} ({reason}) and it is not cached: fetch that file elsewhere "
+        raise UserError(f"cannot download {url} ({reason}) and it is not cached: {where} "
                         f"and place it at {cached}, or pass --weights FILE.pth or a Hugging Face folder") from None
     except Exception as e:  # torch.load raises many types for damaged files
-        raise UserError(f"{cached}: unreadable checkpoint ({_first_line(e)}); delete it to download it again") from None
+        raise UserError(f"{cached}: unreadable checkpoint ({first_line(e)}); delete it to download it again") from None
 
 
-def _read_file(path: Path) -> dict:
+def read_file(path: Path) -> dict:
     try:
         if path.suffix == ".safetensors":
             return load_file(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load raises many types for damaged or foreign files
-        raise UserError(f"{path}: not a readable state dict ({_first_line(e)}); pass an official DINOv2 .pth") from None
+        raise UserError(f"{path}: not a readable state dict ({first_line(e)}); pass an official DINOv2 or DINOv3 .pth") from None
     for wrapper in ("model", "state_dict", "teacher"):  # training checkpoints nest the weights
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"{path}: holds no state dict of tensors; pass an official DINOv2 .pth")
-    if any(k.startswith("backbone.") for k in state):  # a DINOv2 training checkpoint: keep the ViT only
+        raise UserError(f"{path}: holds no state dict of tensors; pass an official DINOv2 or DINOv3 .pth")
+    if any(k.startswith("backbone.") for k in state):  # a DINOv2/v3 training checkpoint: keep the ViT only
         state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def _read_hf_folder(folder: Path) -> tuple[dict, int]:
-    """The state dict (Hugging Face names) and the number of attention heads of a transformers folder."""
+def read_hf_folder(folder: Path, model_types: tuple[str, ...] = HF_MODEL_TYPES,
+                   example: str = "facebook/dinov2-small") -> tuple[dict, dict]:
+    """The state dict (Hugging Face names) and config.json of a transformers folder."""
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise UserError(f"{folder}: no config.json; a Hugging Face folder holds config.json and model.safetensors "
-                        f"(from huggingface.co/facebook/dinov2-small and the like)")
+                        f"(from huggingface.co/{example} and the like)")
     try:
         hf = json.loads(config_file.read_text())
     except ValueError as e:
         raise UserError(f"{config_file}: not valid JSON ({e})") from None
-    if hf.get("model_type") not in HF_MODEL_TYPES:
-        raise UserError(f"{config_file}: model_type {hf.get('model_type')!r} is not one of {', '.join(HF_MODEL_TYPES)}")
-    heads = hf.get("num_attention_heads", 12)  # transformers' default when the file leaves it out
+    if hf.get("model_type") not in model_types:
+        raise UserError(f"{config_file}: model_type {hf.get('model_type')!r} is not one of {', '.join(model_types)}")
     single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
     try:
         if single.is_file():
-            return load_file(single), heads
+            return load_file(single), hf
         if index.is_file():
             shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            return {k: v for shard in shards for k, v in load_file(folder / shard).items()}, heads
+            return {k: v for shard in shards for k, v in load_file(folder / shard).items()}, hf
         if (folder / "pytorch_model.bin").is_file():
-            return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True), heads
+            return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True), hf
     except Exception as e:  # as above; also a damaged index.json
-        raise UserError(f"{folder}: unreadable weights ({_first_line(e)}); download the folder again") from None
+        raise UserError(f"{folder}: unreadable weights ({first_line(e)}); download the folder again") from None
     raise UserError(f"{folder}: no model.safetensors next to config.json; download it from the same Hugging Face repo")
 
 
@@ -222,15 +224,18 @@ def _text(structure: dict) -> str:
             f"{structure['ffn']} FFN, patch {structure['patch_size']}, {structure['pos_grid']}^2 positions")
 
 
-def _check_matches(held: dict, name: str, config: "ViTConfig", known: dict, source: str) -> None:
-    asked = _config_structure(config)
+def check_matches(held: dict, name: str, config, known: dict, source: str, structure=None, text=None) -> None:
+    """Refuse a checkpoint whose structure (from its tensors) is not the asked backbone's, naming the
+    known backbone it is when there is one. structure(config) and text(structure) default to DINOv2's."""
+    structure, text = structure or _config_structure, text or _text
+    asked = structure(config)
     if held != asked:
-        same = [n for n, c in known.items() if _config_structure(c) == held]
-        holds = f"{same[0]} ({_text(held)})" if same else f"an unknown ViT ({_text(held)})"
-        raise UserError(f"{source} holds {holds}, but {name} ({_text(asked)}) was asked for; "
+        same = [n for n, c in known.items() if type(c) is type(config) and structure(c) == held]
+        holds = f"{same[0]} ({text(held)})" if same else f"an unknown ViT ({text(held)})"
+        raise UserError(f"{source} holds {holds}, but {name} ({text(asked)}) was asked for; "
                         f"choose {same[0] if same else 'the matching backbone'} or pass weights for {name}")
 
 
-def _first_line(error: Exception) -> str:
+def first_line(error: Exception) -> str:
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__

@@ -272,12 +272,13 @@ def test_compiled_extractor_gives_the_same_tokens():
 
 
 def test_bench_cli_prints_speed_and_bf16_error(capsys):
-    main(["--bench", "--backbones", "vit_tiny_test", "vit_tiny_test_reg", "--batch", "2", "--iters", "1",
-          "--device", "cpu"])
+    main(["--bench", "--backbones", "vit_tiny_test", "vit_tiny_test_reg", "vit3_tiny_test", "--batch", "2",
+          "--iters", "1", "--device", "cpu"])
     text = capsys.readouterr().out
-    assert "input 182x252 -> 13x18 patches, batch 2, median of 1 batches" in text and "RANDOM" in text
-    rows = [line.split() for line in text.splitlines() if line.startswith("vit_tiny_test")]
-    assert [r[0] for r in rows] == ["vit_tiny_test", "vit_tiny_test_reg"]
+    assert "frames 180x240, padded to each backbone's patch size, batch 2, median of 1 batches" in text
+    assert "RANDOM" in text
+    rows = [line.split() for line in text.splitlines() if line.startswith(("vit_tiny_test", "vit3_tiny_test"))]
+    assert [r[:2] for r in rows] == [["vit_tiny_test", "13x18"], ["vit_tiny_test_reg", "13x18"], ["vit3_tiny_test", "12x15"]]
     for row in rows:
         fp32_ms, bf16_ms, patch_err, cls_err = map(float, row[-4:])
         assert fp32_ms > 0 and bf16_ms > 0 and 0 < patch_err < 0.05 and 0 < cls_err < 0.05

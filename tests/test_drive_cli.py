@@ -36,7 +36,7 @@ def read_jsonl(path):
 def test_one_backbone_call_per_decision_through_the_cli(ckpt, mode, tmp_path, monkeypatch, capsys):
     calls = []
     forward = DinoV2.forward
-    monkeypatch.setattr(DinoV2, "forward", lambda self, x, block=None: calls.append(len(x)) or forward(self, x, block))
+    monkeypatch.setattr(DinoV2, "forward", lambda self, x, **kw: calls.append(len(x)) or forward(self, x, **kw))
     main(["--ckpt", str(ckpt), "--latency", "0.1", "--max-steps", "100", "--mode", mode, "--max-steer", "0.2",
           "--telemetry", str(tmp_path / "t.jsonl")])
     records = read_jsonl(tmp_path / "t.jsonl")

@@ -6,10 +6,11 @@ import torch
 from torch import nn
 
 from data.errors import UserError
-from train_head.heads import ConcatHead, HeadSettings, RecurrentHead, build_head
+from train_head.heads import HEADS, KINDS, TOKENS, ConcatHead, HeadSettings, RecurrentHead, TransformerHead, build_head
 
 SEED_GRID, VIT_B = (13, 18), 768
-COMBOS = list(itertools.product(("lstm", "gru", "none"), ("patches", "cls", "both"), (1, 2, 3)))
+SEED_KINDS = [kind for kind, head in HEADS.items() if head in (RecurrentHead, ConcatHead)]  # the seed's CNN heads
+COMBOS = list(itertools.product(SEED_KINDS, TOKENS, (1, 2, 3)))
 
 
 def tokens_for(s: HeadSettings, batch: int = 2, seq: int | None = None, seed: int = 0):
@@ -64,7 +65,7 @@ def small(**kw) -> HeadSettings:
     return HeadSettings(**{"grid": (3, 4), "channels": 6, "hidden": 16, "mlp_hidden": 8, **kw})
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru", "none"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_every_frame_of_the_sequence_matters(kind):
     torch.manual_seed(0)
     s = small(kind=kind, tokens="patches", seq_len=3)
@@ -134,8 +135,40 @@ def test_wrong_shapes_are_named():
 
 
 def test_settings_reject_unknown_values_and_accept_a_stored_grid():
-    with pytest.raises(UserError, match="head kind 'transformer' is unknown"):
-        HeadSettings(kind="transformer")
+    with pytest.raises(UserError, match="head kind 'mamba' is unknown; use one of lstm, gru, none, transformer"):
+        HeadSettings(kind="mamba")
+    with pytest.raises(UserError, match=r"width 100 \(--transformer-width\) must be a multiple of its 3 heads"):
+        HeadSettings(kind="transformer", width=100, heads=3)
     with pytest.raises(UserError, match="head tokens"):
         HeadSettings(tokens="registers")
     assert HeadSettings(grid=[13, 18]).grid == (13, 18)
+
+
+def test_every_kind_is_built_as_registered():
+    for kind in KINDS:
+        assert type(build_head(small(kind=kind, depth=1, width=8, heads=2))) is HEADS[kind]
+
+
+@pytest.mark.parametrize("tokens", TOKENS)
+def test_transformer_head_reads_all_tokens_of_all_frames_with_their_places(tokens):
+    torch.manual_seed(0)
+    s = small(kind="transformer", tokens=tokens, seq_len=3, depth=2, width=16, heads=4)
+    head = build_head(s).eval()
+    assert isinstance(head, TransformerHead)
+    assert len(head.encoder.layers) == 2 and head.encoder.layers[0].self_attn.num_heads == 4
+    per_frame = (12 if s.uses_patches else 0) + (1 if s.uses_cls else 0)
+    assert head.space.shape == (per_frame, 16) and head.time.shape == (3, 1, 16)
+    seen = []
+    head.encoder.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape))
+    patch, cls = tokens_for(s)
+    base = head(patch, cls)
+    assert base.shape == (2, 4) and seen[0] == (2, 1 + 3 * per_frame, 16)  # the read-out CLS + every token
+    if s.uses_patches:  # swapping two patches of one frame changes the output: space positions count
+        swapped = patch.clone()
+        swapped[:, 1, [0, 5]] = patch[:, 1, [5, 0]]
+        assert not torch.allclose(head(swapped, cls), base, atol=1e-5)
+    # swapping two frames changes the output: time positions count
+    order = [1, 0, 2]
+    assert not torch.allclose(head(patch[:, order], cls[:, order]), base, atol=1e-5)
+    with pytest.raises(ValueError, match="seq_len=3"):
+        head(patch[:, :2], cls[:, :2])

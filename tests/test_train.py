@@ -36,8 +36,10 @@ def settings(cache, out, steps=40, **kw):
                          split=SplitSettings(val_fraction=0.34, seed=0), eval_every=20, quiet=True, **kw)
 
 
-def test_overfits_a_tiny_cache(cache, tmp_path):
+@pytest.mark.parametrize("kind", ["lstm", "transformer"])
+def test_overfits_a_tiny_cache(cache, tmp_path, kind):
     s = settings(cache, tmp_path / "run", steps=300)
+    s.head = HeadSettings(kind=kind, hidden=32, mlp_hidden=32, depth=2, width=32, heads=4)
     s.split = SplitSettings(val_fraction=0.0)  # everything in train: memorise it
     train(s)
     losses = [r["train_loss"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "train_loss" in r]
@@ -85,6 +87,11 @@ def test_cli_one_line_errors(tmp_path):
     r = subprocess.run([sys.executable, "-m", "train_head", "--cache", str(tmp_path / "nope"), "--out", str(tmp_path / "o"),
                         "--steer-gain", "0"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr == "error: --steer-gain 0.0: must be > 0\n"
+    r = subprocess.run([sys.executable, "-m", "train_head", "--cache", str(tmp_path / "nope"), "--out", str(tmp_path / "o"),
+                        "--kind", "transformer", "--transformer-width", "100", "--transformer-heads", "3"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr == ("error: transformer width 100 (--transformer-width) must be a multiple "
+                                              "of its 3 heads (--transformer-heads)\n")
     assert not (tmp_path / "o").exists()
 
 

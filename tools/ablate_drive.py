@@ -4,8 +4,8 @@ every head closed-loop on the same held-out tracks.
     python -m tools.ablate_drive [--demo runs/demo] [--out runs/ablate-drive] [--seeds 0 1] [--tracks 10]
     python -m tools.ablate_drive --game carracing_hood --demo runs/demo-hood --out runs/ablate-drive-hood --seeds 0 1 2
 
-Rows: the default head and one change at a time (seq 1/2, GRU, no RNN, CLS only, patches + CLS, no
-label shift), the default head with thresholded instead of proportional steering or gas, and a control
+Rows: the default head and one change at a time (seq 1/2, GRU, no RNN, the seed successor's transformer
+over all tokens of all frames, CLS only, patches + CLS, no label shift), the default head with thresholded instead of proportional steering or gas, and a control
 whose "backbone" is the identity on raw 14x14 pixel patches. Writes OUT/ablation.md, OUT/ablation.png
 and OUT/results.json. The demo's recordings (expert demos and DAgger rounds) and cache are made first
 when missing; every row trains on them. Each finished row is kept in OUT/rows/ (its training runs and

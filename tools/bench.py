@@ -61,8 +61,10 @@ class BenchSettings:
 
 
 def default_backbones(device: torch.device) -> tuple[str, ...]:
-    """ViT-B/14 leads on a GPU, ViT-S/14 on a CPU (B/14 is timed and sized on both)."""
-    return ("dinov2_vitb14", "dinov2_vits14") if device.type == "cuda" else ("dinov2_vits14", "dinov2_vitb14")
+    """ViT-B/14 leads on a GPU, ViT-S/14 on a CPU (B/14 is timed and sized on both); DINOv3 S/16 and B/16
+    are timed and sized beside them."""
+    dinov2 = ("dinov2_vitb14", "dinov2_vits14") if device.type == "cuda" else ("dinov2_vits14", "dinov2_vitb14")
+    return dinov2 + ("dinov3_vits16", "dinov3_vitb16")
 
 
 def make_settings(out: Path, device: torch.device, backbones: tuple[str, ...], quick: bool = False,

@@ -16,8 +16,8 @@ from drive.agent import Agent
 from drive.controller import ControllerSettings
 from drive.keys import KeyScheduler, RecordingSink
 from drive.loop import DriveParts, LoopSettings, drive
-from extract_features.backbone import FeatureExtractor, load_backbone
-from extract_features.preprocess import PreprocessSettings, patch_grid
+from extract_features.backbone import FeatureExtractor, backbone_config, load_backbone, preprocess_settings
+from extract_features.preprocess import patch_grid
 from tools.bench_data import scene_frames
 from tools.bench_machine import synchronizer
 from train_head.heads import HeadSettings, build_head
@@ -38,7 +38,7 @@ class DriveBench:
 def bench_agent(s: DriveBench, device: torch.device) -> Agent:
     """What load_agent gives for a checkpoint of an untrained head over this backbone (fp16 cache)."""
     profile = load_profile(PROFILE)
-    prep = PreprocessSettings(mode=profile.preprocess)
+    prep = preprocess_settings(backbone_config(s.backbone), profile.preprocess)
     backbone = load_backbone(s.backbone, "random", device=device, progress=False)
     h, w, _ = profile.frame_shape
     channels = backbone.config.embed_dim

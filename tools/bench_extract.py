@@ -11,9 +11,9 @@ import torch
 from cache.reduce import Reduction
 from data.episode import Episode
 from data.profiles import load_profile
-from extract_features.backbone import FeatureExtractor, backbone_config, load_backbone
+from extract_features.backbone import FeatureExtractor, backbone_config, load_backbone, preprocess_settings
 from extract_features.pipeline import ExtractSettings, extract
-from extract_features.preprocess import PreprocessSettings, patch_grid
+from extract_features.preprocess import patch_grid
 from tools.bench_data import array_bytes, write_recordings
 from tools.bench_machine import synchronizer
 
@@ -49,7 +49,7 @@ def stage1_efficiency(s: Stage1Bench, device: torch.device, work: Path, log=prin
     frames = np.concatenate([Episode(p).frames[:] for p in paths])
     n = len(frames)
     backbone = load_backbone(s.backbone, "random", device=device, progress=False)
-    extractor = FeatureExtractor(backbone, PreprocessSettings(mode=profile.preprocess), bf16=s.bf16)
+    extractor = FeatureExtractor(backbone, preprocess_settings(backbone.config, profile.preprocess), bf16=s.bf16)
     sync = synchronizer(device)
 
     def bare() -> float:
@@ -116,7 +116,7 @@ def cache_bytes_per_frame(s: CacheBytesBench, device: torch.device, work: Path, 
                       if a.is_dir() and a.name != "done"}
             per_reduction[label] = {"bytes_per_frame": sum(arrays.values()), "arrays": arrays}
             shutil.rmtree(path)
-        results[name] = {"grid": list(patch_grid(h, w, PreprocessSettings(mode=profile.preprocess))),
+        results[name] = {"grid": list(patch_grid(h, w, preprocess_settings(backbone_config(name), profile.preprocess))),
                          "pca_dim": pca_dim, "source": "measured", "reductions": per_reduction}
         log(f"  {name}: " + ", ".join(f"{k} {v['bytes_per_frame'] / 1000:.1f} kB" for k, v in per_reduction.items()))
     shutil.rmtree(root)

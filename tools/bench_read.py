@@ -23,8 +23,8 @@ import torch
 
 from cache.sampler import SamplerSettings, SequenceSampler
 from data.profiles import load_profile
-from extract_features.backbone import backbone_config
-from extract_features.preprocess import PreprocessSettings, patch_grid
+from extract_features.backbone import backbone_config, preprocess_settings
+from extract_features.preprocess import patch_grid
 from tools.bench_data import whole_episodes, write_recordings, write_token_cache
 from tools.bench_machine import drop_page_cache, synchronizer
 
@@ -56,7 +56,7 @@ def plain_read(files: list[Path]) -> int:
 def sampler_read_efficiency(s: ReadBench, device: torch.device, work: Path, log=print) -> dict:
     profile = load_profile(PROFILE)
     h, w, _ = profile.frame_shape
-    grid = patch_grid(h, w, PreprocessSettings(mode=profile.preprocess))
+    grid = patch_grid(h, w, preprocess_settings(backbone_config(s.backbone), profile.preprocess))
     channels = backbone_config(s.backbone).embed_dim
     frame_bytes = grid[0] * grid[1] * channels * 2
     per_episode = math.ceil(s.gb * 1e9 / frame_bytes / s.episodes / s.block_rows) * s.block_rows

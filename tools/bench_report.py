@@ -69,11 +69,12 @@ def markdown(results: dict) -> str:
         lines += ["", "| figure | measured | goal | |", "|---|---|---|---|", *rows]
     if "backbone" in figures:
         f = figures["backbone"]
-        lines += ["", f"Backbone forward at {f['input'][0]}x{f['input'][1]}, batch {f['batch']}, median of {f['iters']} "
-                      "batches (ms per frame; bf16 = autocast, error relative to fp32):", "",
-                  "| backbone | fp32 ms/frame | bf16 ms/frame | bf16 rel. error (patch / CLS) |", "|---|---|---|---|"]
+        lines += ["", f"Backbone forward on {f['input'][1]}x{f['input'][0]} frames padded to each patch size, batch "
+                      f"{f['batch']}, median of {f['iters']} batches (ms per frame; bf16 = autocast, error relative to fp32):", "",
+                  "| backbone | patches | fp32 ms/frame | bf16 ms/frame | bf16 rel. error (patch / CLS) |", "|---|---|---|---|---|"]
         for name, v in f["backbones"].items():
-            lines.append(f"| {name} | {v['fp32_ms_per_frame']:.1f} | {v['bf16_ms_per_frame']:.1f} | "
+            grid = "x".join(map(str, v["grid"])) if "grid" in v else "–"  # results written before the column
+            lines.append(f"| {name} | {grid} | {v['fp32_ms_per_frame']:.1f} | {v['bf16_ms_per_frame']:.1f} | "
                          f"{v['bf16_rel_err_patch']:.1e} / {v['bf16_rel_err_cls']:.1e} |")
     if "cache_bytes" in figures:
         f = figures["cache_bytes"]

@@ -16,8 +16,8 @@ import torch
 from cache.sampler import SamplerSettings, SequenceSampler
 from data.episode import Episode
 from data.profiles import load_profile
-from extract_features.backbone import FeatureExtractor, load_backbone
-from extract_features.preprocess import PreprocessSettings, patch_grid
+from extract_features.backbone import FeatureExtractor, backbone_config, load_backbone, preprocess_settings
+from extract_features.preprocess import patch_grid
 from tools.bench_data import whole_episodes, write_recordings, write_token_cache
 from tools.bench_machine import synchronizer
 from train_head.heads import HeadSettings, build_head
@@ -42,7 +42,7 @@ class TrainBench:
 
 def training_speedup(s: TrainBench, device: torch.device, work: Path, log=print) -> dict:
     profile = load_profile(PROFILE)
-    prep = PreprocessSettings(mode=profile.preprocess)
+    prep = preprocess_settings(backbone_config(s.backbone), profile.preprocess)
     h, w, _ = profile.frame_shape
     grid = patch_grid(h, w, prep)
     backbone = load_backbone(s.backbone, "random", device=device, progress=False)

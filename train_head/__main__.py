@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 
 from cache.sampler import SamplerSettings
+from cache.store import LAST
 from data.errors import UserError, run_cli
 from data.split import SplitSettings
 from train_head.heads import KINDS, TOKENS, HeadSettings
@@ -15,10 +16,26 @@ from train_head.optim import OptimSettings
 from train_head.train import ControllerDefaults, TrainSettings, parse_kind_weights, train
 
 
+def parse_layers(text: str) -> tuple[int, ...]:
+    """--layers 5,8,last → (5, 8, LAST)."""
+    try:
+        return tuple(LAST if v.strip() == "last" else int(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--layers {text!r}: expected 'last' and/or stored block numbers separated by commas, "
+                        f"e.g. 5,8,last") from None
+
+
 def add_head_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared by train_head and train_head.ablate."""
-    p.add_argument("--kind", choices=KINDS, default="lstm", help="sequence model (default: %(default)s)")
+    p.add_argument("--kind", choices=KINDS, default=HeadSettings.kind, help="sequence model (default: %(default)s)")
+    p.add_argument("--transformer-depth", type=int, default=HeadSettings.depth, help="--kind transformer: blocks (default: %(default)s)")
+    p.add_argument("--transformer-width", type=int, default=HeadSettings.width,
+                   help="--kind transformer: channels every token is projected to (default: %(default)s)")
+    p.add_argument("--transformer-heads", type=int, default=HeadSettings.heads, help="--kind transformer: attention heads (default: %(default)s)")
     p.add_argument("--tokens", choices=TOKENS, default="patches", help="token choice (default: %(default)s)")
+    p.add_argument("--layers", type=parse_layers, default=SamplerSettings.layers, metavar="N,M,last",
+                   help="blocks whose patch tokens the head reads, side by side on the channel axis: 'last' "
+                        "(default) and/or earlier blocks the cache stores (extract_features --layers)")
     p.add_argument("--seq-len", type=int, default=3, help="frames per sequence (default: %(default)s)")
     p.add_argument("--stride", type=float, default=0.25, help="seconds between sequence frames (default: %(default)s)")
     p.add_argument("--label-shift", type=float, default=0.0,
@@ -39,10 +56,11 @@ def add_head_arguments(p: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args, cache: Path, out: Path) -> TrainSettings:
     return TrainSettings(
-        cache=cache, out_dir=out, head=HeadSettings(kind=args.kind, tokens=args.tokens, seq_len=args.seq_len),
+        cache=cache, out_dir=out, head=HeadSettings(kind=args.kind, tokens=args.tokens, seq_len=args.seq_len, depth=args.transformer_depth,
+                                                   width=args.transformer_width, heads=args.transformer_heads),
         sampler=SamplerSettings(seq_len=args.seq_len, stride_s=args.stride, label_shift_s=args.label_shift,
-                                tokens=args.tokens, batch_size=args.batch_size, mode=args.mode, seed=args.seed,
-                                kind_weights=parse_kind_weights(args.kind_weight)),
+                                tokens=args.tokens, layers=args.layers, batch_size=args.batch_size, mode=args.mode,
+                                seed=args.seed, kind_weights=parse_kind_weights(args.kind_weight)),
         optim=OptimSettings(lr=args.lr, min_lr=args.lr / 10, warmup_steps=min(100, args.steps // 10),
                             max_steps=args.steps),
         split=SplitSettings(val_fraction=args.val_fraction, seed=args.seed),

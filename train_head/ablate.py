@@ -34,6 +34,7 @@ def default_grid(label_shift_s: float) -> list[Variation]:
         Variation("seq 2", seq_len=2),
         Variation("gru", kind="gru"),
         Variation("no rnn (concat)", kind="none"),
+        Variation("transformer (the seed's successor)", kind="transformer"),
         Variation("cls only", tokens="cls"),
         Variation("patches + cls", tokens="both"),
     ]

@@ -11,6 +11,14 @@ The seed's head (EduardR02/GTA-V-LSTM, model.py), per frame:
 then LSTM(hidden 384, no bias) → last step → LayerNorm → Linear → ReLU → LayerNorm → Linear(4).
 Convolutions keep the grid size ('same' padding). "both" appends the raw CLS token to the normed
 CNN features; "cls" feeds the CLS token alone (the seed's CLS-only mode, no CNN).
+
+The seed author's successor (kind "transformer"): every token of every frame projected to `width`
+channels, time and space positions added, a learnable CLS token in front, a small pre-norm transformer
+(`depth` blocks of `heads` heads),
+the CLS token's output → LayerNorm → Linear(4).
+
+A head kind is one class taking HeadSettings, with forward(patch, cls) → (B, 4) logits, entered in
+HEADS at the end of this file; the CLI choices, the checkpoint and drive follow from there.
 """
 from dataclasses import dataclass
 
@@ -19,13 +27,12 @@ from torch import nn
 
 from data.errors import UserError
 
-KINDS = ("lstm", "gru", "none")
 TOKENS = ("patches", "cls", "both")
 
 
 @dataclass
 class HeadSettings:
-    kind: str = "lstm"  # lstm, gru, or none (an MLP over the concatenated frame features)
+    kind: str = "lstm"  # a key of HEADS: lstm, gru, none (an MLP over the concatenated frame features), transformer
     tokens: str = "patches"  # patches, cls, or both
     grid: tuple[int, int] = (13, 18)  # rows, cols of the patch grid (252x182 px at 14 px patches)
     channels: int = 768  # C of a patch token: 384 ViT-S, 768 ViT-B, k after PCA
@@ -34,18 +41,24 @@ class HeadSettings:
     hidden: int = 384  # RNN hidden size (or the width of the "none" mixer)
     mlp_hidden: int = 384  # width of the Linear between the two output LayerNorms
     rnn_bias: bool = False  # the seed's LSTM has no bias
+    depth: int = 6  # transformer: blocks
+    width: int = 128  # transformer: channels every token is projected to
+    heads: int = 4  # transformer: attention heads (width must divide by it)
 
     def __post_init__(self):
         self.grid = tuple(int(g) for g in self.grid)  # a checkpoint stores it as a list
-        if self.kind not in KINDS:
-            raise UserError(f"head kind '{self.kind}' is unknown; use one of {', '.join(KINDS)}")
+        if self.kind not in HEADS:
+            raise UserError(f"head kind '{self.kind}' is unknown; use one of {', '.join(HEADS)}")
         if self.tokens not in TOKENS:
             raise UserError(f"head tokens '{self.tokens}' is unknown; use one of {', '.join(TOKENS)}")
         if len(self.grid) != 2 or min(self.grid) < 1:
             raise UserError(f"head grid {self.grid} must be two positive numbers (rows, cols)")
-        for name in ("channels", "seq_len", "hidden", "mlp_hidden"):
+        for name in ("channels", "seq_len", "hidden", "mlp_hidden", "depth", "width", "heads"):
             if getattr(self, name) < 1:
                 raise UserError(f"head setting {name}={getattr(self, name)} must be at least 1")
+        if self.width % self.heads:
+            raise UserError(f"transformer width {self.width} (--transformer-width) must be a multiple of its "
+                            f"{self.heads} heads (--transformer-heads)")
 
     @property
     def uses_patches(self) -> bool:
@@ -90,26 +103,31 @@ class FrameEncoder(nn.Module):
         self.out_dim = (self.cnn.out_dim if self.cnn else 0) + (s.cls_dim if s.uses_cls else 0)
 
     def forward(self, patch: torch.Tensor | None, cls: torch.Tensor | None) -> torch.Tensor:
+        b, t = check_tokens(self.s, patch, cls)
         parts = []
         if self.s.uses_patches:
-            rows, cols = self.s.grid
-            b, t = self._check(patch, "patch", (rows * cols, self.s.channels))
             parts.append(self.cnn(patch.reshape(b * t, *patch.shape[2:])).reshape(b, t, -1))
         if self.s.uses_cls:
-            self._check(cls, "cls", (self.s.cls_dim,))
             parts.append(cls)
-        if len(parts) == 2 and parts[0].shape[:2] != parts[1].shape[:2]:
-            raise ValueError(f"patch and cls tokens disagree on (B, T): {tuple(parts[0].shape[:2])} "
-                             f"vs {tuple(parts[1].shape[:2])}")
         return torch.cat(parts, dim=-1) if len(parts) == 2 else parts[0]
 
-    def _check(self, x: torch.Tensor | None, name: str, tail: tuple[int, ...]) -> tuple[int, int]:
+
+def check_tokens(s: HeadSettings, patch: torch.Tensor | None, cls: torch.Tensor | None) -> tuple[int, int]:
+    """(B, T) of the tokens the settings use; a ValueError says what is missing or misshapen."""
+    shapes = []
+    for name, x, tail, used in (("patch", patch, (s.grid[0] * s.grid[1], s.channels), s.uses_patches),
+                                ("cls", cls, (s.cls_dim,), s.uses_cls)):
+        if not used:
+            continue
         if x is None:
-            raise ValueError(f"head tokens='{self.s.tokens}' needs {name} tokens, got None")
+            raise ValueError(f"head tokens='{s.tokens}' needs {name} tokens, got None")
         if x.ndim != 2 + len(tail) or tuple(x.shape[2:]) != tail:
             want = ", ".join(("B", "T", *map(str, tail)))
             raise ValueError(f"{name} tokens must have shape ({want}), got {tuple(x.shape)}")
-        return x.shape[0], x.shape[1]
+        shapes.append(tuple(x.shape[:2]))
+    if len(set(shapes)) > 1:
+        raise ValueError(f"patch and cls tokens disagree on (B, T): {shapes[0]} vs {shapes[1]}")
+    return shapes[0]
 
 
 def output_layers(hidden: int, mlp_hidden: int) -> nn.Sequential:
@@ -151,5 +169,49 @@ class ConcatHead(nn.Module):
         return self.out(self.mix(feats.flatten(1)))
 
 
+class TransformerHead(nn.Module):
+    """Tokens of all T frames (patches and/or CLS, each projected to `width`) + time and space positions,
+    a learnable CLS token in front → pre-norm transformer → CLS output → logits (B, 4). T must be seq_len."""
+
+    def __init__(self, s: HeadSettings):
+        super().__init__()
+        self.settings = s
+        rows, cols = s.grid
+        self.patch_proj = nn.Linear(s.channels, s.width) if s.uses_patches else None
+        self.cls_proj = nn.Linear(s.cls_dim, s.width) if s.uses_cls else None
+        per_frame = (rows * cols if s.uses_patches else 0) + (1 if s.uses_cls else 0)
+        self.space = nn.Parameter(torch.randn(per_frame, s.width) * 0.02)  # a frame's CLS token has a place too
+        self.time = nn.Parameter(torch.randn(s.seq_len, 1, s.width) * 0.02)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, s.width) * 0.02)
+        layer = nn.TransformerEncoderLayer(s.width, s.heads, dim_feedforward=4 * s.width, dropout=0.0,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, s.depth, enable_nested_tensor=False)
+        self.out = nn.Sequential(nn.LayerNorm(s.width), nn.Linear(s.width, 4))
+
+    def forward(self, patch: torch.Tensor | None = None, cls: torch.Tensor | None = None) -> torch.Tensor:
+        s = self.settings
+        b, t = check_tokens(s, patch, cls)
+        tokens = []
+        if s.uses_cls:
+            tokens.append(self.cls_proj(cls)[:, :, None])
+        if s.uses_patches:
+            tokens.append(self.patch_proj(patch))
+        if t != s.seq_len:
+            raise ValueError(f"this head was built for seq_len={s.seq_len}, got {t} frames")
+        x = torch.cat(tokens, dim=2) + self.space + self.time  # (B, T, per_frame, width)
+        x = torch.cat((self.cls_token.expand(b, -1, -1), x.flatten(1, 2)), dim=1)
+        return self.out(self.encoder(x)[:, 0])
+
+
+# Every head kind, by the name --kind takes. Adding one: a class like those above, and a line here.
+HEADS: dict[str, type[nn.Module]] = {
+    "lstm": RecurrentHead,
+    "gru": RecurrentHead,
+    "none": ConcatHead,
+    "transformer": TransformerHead,
+}
+KINDS = tuple(HEADS)
+
+
 def build_head(settings: HeadSettings) -> nn.Module:
-    return ConcatHead(settings) if settings.kind == "none" else RecurrentHead(settings)
+    return HEADS[settings.kind](settings)

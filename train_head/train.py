@@ -88,7 +88,7 @@ def train(s: TrainSettings) -> dict:
     if len(train_set) == 0:
         raise UserError(f"{s.cache}: no training sequence fits seq_len={s.sampler.seq_len}, "
                         f"stride={s.sampler.stride_s} s; record longer episodes or shorten the sequence")
-    head_settings = replace(s.head, grid=cache.grid, channels=cache.stored_channels,
+    head_settings = replace(s.head, grid=cache.grid, channels=cache.stored_channels * len(s.sampler.layers),
                             cls_channels=int(cache.spec["channels"]), seq_len=s.sampler.seq_len, tokens=s.sampler.tokens)
     model = build_head(head_settings).to(device)
     raw_model = model
@@ -143,7 +143,8 @@ def train(s: TrainSettings) -> dict:
                         say(f"step {step:>6}  val bce {metrics['val_bce']:.4f}  exact {metrics['val_exact_match']:.3f}"
                             + ("  (best)" if improved else ""))
                     state = dict(model_state=raw_model.state_dict(), settings=settings_record, fingerprint=cache.fingerprint,
-                                 step=step, metrics=metrics, projection=_projection(cache))
+                                 step=step, metrics=metrics, projection=_projection(cache),
+                                 layer_projections=_layer_projections(cache))
                     if improved or not len(val_set):
                         best = {**metrics, "step": step} if metrics else {"val_bce": math.inf, "step": step}
                         save_checkpoint(s.out_dir / "best.pt", best=best, **state)
@@ -224,6 +225,11 @@ def _projection(cache: FeatureCache) -> dict | None:
     if cache.projection is None:
         return None
     return {"mean": cache.projection.mean, "components": cache.projection.components}
+
+
+def _layer_projections(cache: FeatureCache) -> dict:
+    """The PCA of each earlier block stored, by block number (empty without layers or PCA)."""
+    return {layer: {"mean": p.mean, "components": p.components} for layer, p in cache.projections.items() if layer >= 0}
 
 
 def _drive_settings(s: TrainSettings, cache: FeatureCache, head: HeadSettings) -> dict:
