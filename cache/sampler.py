@@ -48,7 +48,7 @@ class SamplerSettings:
     tokens: str = "patches"  # patches, cls or both: which arrays are read
     variant_weights: tuple[tuple[str, float], ...] | None = None  # None: every cached variant equally
     batch_size: int = 64
-    mode: str = "ram"  # ram or stream
+    mode: str = "ram"  # ram or stream; train_head also takes auto (ram when the cache fits in free memory)
     buffer_blocks: int = 8  # stream mode: reads whose samples are mixed in each batch (held in memory at once)
     blocks_per_read: int = 4  # stream mode: consecutive blocks read in one go
     read_ahead: int = 2  # stream mode: reads done in a background thread ahead of use (0: none). Each holds a
@@ -221,6 +221,11 @@ class SequenceSampler:
                 if per_variant:
                     self._ram[name] = torch.stack(per_variant).to(self.device)
         return self._ram
+
+    def ram_bytes(self) -> int:
+        """What ram mode holds in memory: every array it reads, of every variant of this sampler's episodes."""
+        return sum(ep.group[v][name].nbytes for ep in self.episodes for v in self.variants
+                   for name in self._names() if name in ep.group[v])
 
     def input_rows(self, table: np.ndarray) -> np.ndarray:
         """(N, seq_len) cache rows of each sample's inputs, oldest first."""

@@ -42,6 +42,7 @@ class GameProfile:
     preprocess: str  # "pad": zero-pad and centre to a multiple of 14; "resize": resize to one
     source: str  # the TOML file this came from
     augment: AugmentSpec = field(default_factory=AugmentSpec)  # variants for stage 1; always has "clean"
+    cache: dict = field(default_factory=dict)  # stage 1 defaults: keyword arguments of cache.reduce.Reduction
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
@@ -51,6 +52,16 @@ class GameProfile:
 
 def available_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+
+
+CACHE_KEYS = ("dtype", "pca_dim", "fps")
+
+
+def _cache_defaults(table: dict) -> dict:
+    unknown = sorted(set(table) - set(CACHE_KEYS))
+    if unknown:
+        raise ValueError(f"[cache] has {', '.join(unknown)}; known: {', '.join(CACHE_KEYS)}")
+    return dict(table)
 
 
 def load_profile(name_or_path: str | Path) -> GameProfile:
@@ -85,6 +96,7 @@ def load_profile(name_or_path: str | Path) -> GameProfile:
             preprocess=preprocess,
             source=str(path),
             augment=AugmentSpec.from_table(spec.get("augment", {})),
+            cache=_cache_defaults(spec.get("cache", {})),
         )
     except FileNotFoundError:
         raise UserError(f"{path}: game profile not found") from None
