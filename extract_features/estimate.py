@@ -24,8 +24,15 @@ def bytes_per_frame(channels: int, registers: int, patches: int, reduction: Redu
     """Stored bytes of one cached frame of one variant (see cache/store.py): patch tokens in fp16, or in int8
     with an fp16 scale per token, PCA-projected when asked; the CLS and register tokens in fp16, unprojected."""
     kept = reduction.pca_dim or channels
-    patch = patches * kept * (1 if reduction.dtype == "int8" else 2) + (patches * 2 if reduction.dtype == "int8" else 0)
+    if reduction.dtype == "int8":
+        patch = patches * (kept + 2)  # a byte per channel and an fp16 scale per token
+    else:
+        patch = patches * kept * 2
     return patch + (1 + registers) * channels * 2
+
+
+def size_text(n: int) -> str:
+    return f"{n / GB:.2f} GB" if n >= GB else f"{n / 1e6:.1f} MB"
 
 
 def disk_free(path: Path) -> int:
@@ -69,9 +76,9 @@ class Estimate:
             f"recordings: {self.episodes} episodes, {self.recorded_frames:,} frames -> {self.frames:,} cached frames",
             f"variants: {', '.join(self.variants)} ({len(self.variants)})",
             f"bytes/frame: {self.bytes_per_frame:,} ({s.backbone}; {reduction})",
-            f"total: {self.total_bytes / GB:.2f} GB for {self.frames * len(self.variants):,} frames x variants"
-            + (f" ({self.existing_bytes / GB:.2f} GB already in {s.cache})" if self.existing_bytes else ""),
-            f"free disk: {self.free_bytes / GB:.2f} GB at {s.cache} -> "
+            f"total: {size_text(self.total_bytes)} for {self.frames * len(self.variants):,} frames x variants"
+            + (f" ({size_text(self.existing_bytes)} already in {s.cache})" if self.existing_bytes else ""),
+            f"free disk: {size_text(self.free_bytes)} at {s.cache} -> "
             + ("fits" if self.fits else f"does NOT fit; {fit_advice(self)}")])
 
 
@@ -127,7 +134,7 @@ def fit_advice(est: Estimate) -> str:
         changed.update(change)
         shrunk = estimate(replace(s, **changed), free_disk=lambda _: est.free_bytes)
         if shrunk.fits:
-            return f"{' '.join(f'{k} {v}' for k, v in flags.items())} would make it {shrunk.total_bytes / GB:.2f} GB"
+            return f"{' '.join(f'{k} {v}' for k, v in flags.items())} would make it {size_text(shrunk.total_bytes)}"
     return "free some disk space or pass a --cache folder on a bigger disk"
 
 
@@ -135,8 +142,8 @@ def require_space(settings: ExtractSettings, episodes: list[EpisodeInfo], free_d
     """Refuse, before anything is written, an extraction whose cache will not fit on the disk."""
     est = estimate(settings, episodes, free_disk)
     if not est.fits:
-        raise UserError(f"{settings.cache}: the cache needs {est.needed_bytes / GB:.2f} GB more, "
-                        f"{est.free_bytes / GB:.2f} GB are free; {fit_advice(est)} (--estimate shows the sizes)")
+        raise UserError(f"{settings.cache}: the cache needs {size_text(est.needed_bytes)} more, "
+                        f"{size_text(est.free_bytes)} are free; {fit_advice(est)} (--estimate shows the sizes)")
     return est
 
 

@@ -13,11 +13,11 @@ from cache.sampler import SamplerSettings, SequenceSampler
 from cache.store import FeatureCache
 from data.errors import UserError
 from data.profiles import load_profile
-from extract_features.estimate import GB, bytes_per_frame, estimate, folder_bytes, profile_reduction
+from extract_features.estimate import bytes_per_frame, estimate, folder_bytes, profile_reduction
 from extract_features.pipeline import extract
 from tests.conftest import synthetic_cache, write_episode
 from tests.test_features import settings
-from train_head.memory import choose_mode
+from train_head.memory import choose_mode, host_free_bytes
 from tests.test_train import settings as train_settings
 from train_head.train import make_split, train
 
@@ -79,7 +79,7 @@ def test_estimate_cli_prints_the_sizes_without_the_backbone(recordings, tmp_path
     assert "variants: clean, flip, warp, jitter (4)" in out
     assert f"bytes/frame: {per_frame:,} (dinov2_vitb14_reg; int8, PCA 64, 20 fps)" in out
     total = 2 * 256 * per_frame * 4  # each episode rounded up to one 256-row block
-    assert f"total: {total / GB:.2f} GB" in out and "free disk:" in out and "fits" in out
+    assert f"total: {total / 1e6:.1f} MB for 276 frames x variants" in out and "free disk:" in out and "fits" in out
     assert not (tmp_path / "c").exists()
 
 
@@ -134,7 +134,25 @@ def test_mode_auto_streams_a_cache_larger_than_the_memory_limit(small_cache, tmp
     assert "loading it (ram)" in out and best["val_bce"] > 0
 
 
-def test_choose_mode_margin():
-    cpu = torch.device("cpu")
+def test_choose_mode_margins():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")  # limit given: the GPU is not asked
     assert choose_mode(50, cpu, limit=100)[0] == "ram"
     assert choose_mode(51, cpu, limit=100)[0] == "stream"
+    mode, why = choose_mode(51, gpu, limit=100)  # fits 75 % of the GPU's, not 50 % of the RAM's
+    assert mode == "stream" and "exceed 50% of the 0.0 MB of free RAM" in why
+
+
+def test_free_host_memory_on_linux_and_windows(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       32000000 kB\nMemFree:         1000000 kB\nMemAvailable:   20000000 kB\n")
+    assert host_free_bytes("linux", meminfo) == 20_000_000 * 1024
+
+    class Kernel32:  # GlobalMemoryStatusEx fills the MEMORYSTATUSEX it is handed, if dwLength is its size
+        def GlobalMemoryStatusEx(self, ref):
+            status = ref._obj
+            if status.dwLength != 64:
+                return 0
+            status.ullTotalPhys, status.ullAvailPhys = 32 << 30, 17 << 30
+            return 1
+
+    assert host_free_bytes("win32", kernel32=Kernel32()) == 17 << 30
