@@ -100,7 +100,7 @@ def estimate(settings: ExtractSettings, episodes: list[EpisodeInfo] | None = Non
     variants = tuple(_variants(profile, settings.variants))
     config = backbone_config(settings.backbone)
     h, w, _ = profile.frame_shape
-    rows, cols = patch_grid(h, w, PreprocessSettings(mode=profile.preprocess))
+    rows, cols = patch_grid(h, w, PreprocessSettings(mode=profile.preprocess, multiple=config.patch_size))
     per_frame = bytes_per_frame(config.embed_dim, config.num_registers, rows * cols, settings.reduction)
     frames = stored = 0
     for info in episodes:

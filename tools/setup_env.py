@@ -8,11 +8,12 @@
     python tools/setup_env.py clean     # remove the virtual environment
 
 install creates the virtual environment (.venv; its Python is .venv\\Scripts\\python.exe on Windows,
-.venv/bin/python elsewhere), installs PyTorch first (the CPU build by default: the CUDA builds pull
-gigabytes), then the project with its dev extra. It is redone only when pyproject.toml changes; another
---torch recreates the environment (pip would keep a CPU build that satisfies the same version), and later
-calls without --torch keep the build installed. demo, test
-and run install first when needed. The Makefile's targets call this same script.
+.venv/bin/python elsewhere), installs PyTorch first, pinned (torch==2.13.0: PyPI's wheel is the CPU build on
+Windows and macOS; on Linux it bundles CUDA, and the CPU-only build is
+--torch "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"), then the project with its dev
+extra. It is redone only when pyproject.toml changes; another --torch recreates the environment (pip would
+keep a build that satisfies the same version), and later calls without --torch keep the build installed.
+demo, test and run install first when needed. The Makefile's targets call this same script.
 Standard library only: it runs before anything is installed.
 """
 from __future__ import annotations  # an older Python must get as far as check_interpreter's message
@@ -35,7 +36,7 @@ from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_TORCH = "torch==2.13.0"  # the CPU build from PyPI; see --help for CUDA builds
+DEFAULT_TORCH = "torch==2.13.0"  # pinned: a range would pull newer, larger builds; see the docstring for builds
 MIN_PYTHON = (3, 10)
 STAMP = ".installed"  # in the venv: what it was installed from (pyproject.toml digest, --torch)
 
@@ -154,8 +155,8 @@ def main(argv: list[str] | None = None, platform: Platform | None = None) -> int
     p = argparse.ArgumentParser(prog="setup_env.py", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
     p.add_argument("--venv", type=Path, default=ROOT / ".venv", help="virtual environment folder (default: .venv)")
-    p.add_argument("--torch", help=f"what pip installs for PyTorch (default: what .venv has, else {DEFAULT_TORCH}, the "
-                                   "CPU build); with an NVIDIA GPU e.g. "
+    p.add_argument("--torch", help=f"what pip installs for PyTorch (default: what .venv has, else {DEFAULT_TORCH}, "
+                                   "the CPU build on Windows and macOS); with an NVIDIA GPU e.g. "
                                    "\"torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126\"")
     p.add_argument("task", choices=["install", "test", "demo", "run", "clean"],
                    help="install: the venv only; test / demo: install if needed, then run; run: the venv's "
