@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cache.reduce import Reduction
 from data.errors import UserError, run_cli
-from extract_features.estimate import estimate, profile_reduction, recordings_profile
+from extract_features.estimate import estimate, profile_reduction, recordings_profile, reduction_text
 from extract_features.pipeline import ExtractSettings, extract
 
 
@@ -66,6 +66,7 @@ def main() -> None:
     if args.estimate:
         print(estimate(settings, episodes).describe())
         return
+    print(f"cache: {reduction_text(settings.reduction)} (profile {profile.name}; --dtype, --pca, --fps override)")
     cache = extract(settings)
     print(f"done: {cache.path} (fingerprint {cache.fingerprint})")
 

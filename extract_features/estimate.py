@@ -31,6 +31,11 @@ def bytes_per_frame(channels: int, registers: int, patches: int, reduction: Redu
     return patch + (1 + registers) * channels * 2
 
 
+def reduction_text(r: Reduction) -> str:
+    return f"{r.dtype}" + (f", PCA {r.pca_dim}" if r.pca_dim else ", all channels") + \
+        (f", {r.fps:g} fps" if r.fps else ", every recorded frame")
+
+
 def size_text(n: int) -> str:
     return f"{n / GB:.2f} GB" if n >= GB else f"{n / 1e6:.1f} MB"
 
@@ -69,9 +74,7 @@ class Estimate:
         return self.needed_bytes <= self.free_bytes
 
     def describe(self) -> str:
-        s, r = self.settings, self.settings.reduction
-        reduction = f"{r.dtype}" + (f", PCA {r.pca_dim}" if r.pca_dim else ", all channels") + \
-            (f", {r.fps:g} fps" if r.fps else ", every recorded frame")
+        s, reduction = self.settings, reduction_text(self.settings.reduction)
         return "\n".join([
             f"recordings: {self.episodes} episodes, {self.recorded_frames:,} frames -> {self.frames:,} cached frames",
             f"variants: {', '.join(self.variants)} ({len(self.variants)})",

@@ -29,7 +29,7 @@ def add_head_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mode", choices=["auto", "ram", "stream"], default="auto",
                    help="ram: load the cache into memory (GPU memory on a GPU); stream: read blocks from disk; auto: "
-                        "ram when the cache fits in half the free memory, else stream (default: %(default)s)")
+                        "ram when the cache fits in the free memory with a margin, else stream (default: %(default)s)")
     p.add_argument("--device", default="auto")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--eval-every", type=int, default=200)
