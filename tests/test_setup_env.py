@@ -1,5 +1,6 @@
 """The set-up entry (tools/setup_env.py) with the platform injected, so its Windows branches run on Linux; the
 Makefile calls it; every CLI has a console command."""
+import os
 import subprocess
 import sys
 import tomllib
@@ -91,8 +92,9 @@ def test_runs_under_python_alone_and_the_makefile_calls_it(tmp_path):
     r = subprocess.run([sys.executable, "-S", str(ROOT / "tools" / "setup_env.py"), "--help"],
                        capture_output=True, text=True, cwd=tmp_path)  # -S: no site-packages, stdlib only
     assert r.returncode == 0 and "Scripts\\python.exe on Windows" in r.stdout
-    dry = subprocess.run(["make", "-n", "test", "train", "install", "PYTHON=python3", f"TORCH={CUDA}"],
-                         capture_output=True, text=True, cwd=ROOT)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}  # under make test
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "test", "train", "install", "PYTHON=python3",
+                          f"TORCH={CUDA}"], capture_output=True, text=True, cwd=ROOT, env=env)
     if dry.returncode == 127 or "not found" in dry.stderr:
         pytest.skip("no make here")
     lines = dry.stdout.splitlines()
