@@ -52,6 +52,8 @@ def test_estimate_is_the_size_of_the_cache_then_made(recordings, tmp_path, backb
     assert est.frames == sum(ep.n_rows for ep in cache.episodes())
     assert est.total_bytes == token_bytes(cache.path)  # exact: tokens are stored uncompressed, in whole blocks
     assert 0 < folder_bytes(cache.path) - est.total_bytes < 200_000  # zarr metadata, rows, done flags, PCA
+    again = estimate(s)  # an incremental run needs nothing more
+    assert again.existing_bytes == folder_bytes(cache.path) and again.needed_bytes == 0 and again.fits
 
 
 def test_extraction_refuses_a_cache_larger_than_the_free_disk(recordings, tmp_path):
