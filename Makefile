@@ -1,10 +1,19 @@
 # Two set-up commands: `make demo` and `make test`. Everything else is a stage of the pipeline.
+# Every target calls tools/setup_env.py, the set-up that Windows runs without make (README, Set up): it
+# creates $(VENV), installs torch and the project (again only when pyproject.toml changes), then runs the
+# target's command in the venv's Python.
+ifeq ($(OS),Windows_NT)
+PYTHON ?= py -3
+else
 PYTHON ?= python3
+endif
 VENV   ?= .venv
-# CPU build by default. GPU users override it, e.g. on Windows/Linux with CUDA 12.6:
+# PyTorch: the CPU build (torch==2.13.0) unless TORCH says otherwise, e.g. with CUDA 12.6 (recreates the venv,
+# and later targets keep that build):
 #   make install TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
-TORCH  ?= torch==2.13.0
-PY     := $(VENV)/bin/python
+TORCH  ?=
+SETUP  := $(PYTHON) tools/setup_env.py --venv $(VENV) $(if $(TORCH),--torch "$(TORCH)")
+PYRUN  := $(SETUP) run -m
 
 # Paths and settings of the pipeline; override on the command line: make train CACHE=/fast/cache STEPS=5000
 PROFILE    ?= gta5
@@ -22,58 +31,59 @@ DRIVE_ARGS ?=
 MINUTES    ?= 10
 ABLATE_ARGS ?=
 
-.PHONY: install test test-all demo record record-expert import inspect features train ablate ablate-drive drive eval bench clean-venv
+.PHONY: install test test-all demo record record-expert import inspect estimate features train ablate ablate-drive drive eval bench measure-reduction clean-venv
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[dev]"
-	touch $@
+install:
+	$(SETUP) install
 
-install: $(VENV)/.installed
+test:
+	$(SETUP) test
 
-test: install
-	$(PY) -m pytest -q
+test-all:
+	$(SETUP) test --runslow
 
-test-all: install
-	$(PY) -m pytest -q --runslow
+demo:
+	$(SETUP) demo
 
-demo: install
-	$(PY) -m tools.demo
+record:
+	$(PYRUN) tools.record --profile $(PROFILE) --out $(RECORDINGS)
 
-record: install
-	$(PY) -m tools.record --profile $(PROFILE) --out $(RECORDINGS)
+record-expert:
+	$(PYRUN) tools.record --game carracing --expert --minutes $(MINUTES) --seed 0 --out $(RECORDINGS)
 
-record-expert: install
-	$(PY) -m tools.record --game carracing --expert --minutes $(MINUTES) --seed 0 --out $(RECORDINGS)
+import:
+	$(if $(SRC),,$(error usage: make import SRC='old/new_data old/stuck old/turns'))
+	$(PYRUN) tools.import_legacy $(SRC) --out $(RECORDINGS)
 
-import: install
-	@test -n "$(SRC)" || { echo "usage: make import SRC='old/new_data old/stuck old/turns'"; exit 2; }
-	$(PY) -m tools.import_legacy $(SRC) --out $(RECORDINGS)
+inspect:
+	$(PYRUN) tools.inspect $(RECORDINGS) --montage $(RECORDINGS)/montage.png
 
-inspect: install
-	$(PY) -m tools.inspect $(RECORDINGS) --montage $(RECORDINGS)/montage.png
+estimate:
+	$(PYRUN) extract_features --recordings $(RECORDINGS) --cache $(CACHE) --backbone $(BACKBONE) --weights $(WEIGHTS) $(FEATURE_ARGS) --estimate
 
-features: install
-	$(PY) -m extract_features --recordings $(RECORDINGS) --cache $(CACHE) --backbone $(BACKBONE) --weights $(WEIGHTS) $(FEATURE_ARGS)
+features:
+	$(PYRUN) extract_features --recordings $(RECORDINGS) --cache $(CACHE) --backbone $(BACKBONE) --weights $(WEIGHTS) $(FEATURE_ARGS)
 
-train: install
-	$(PY) -m train_head --cache $(CACHE) --out $(RUN) --steps $(STEPS) $(TRAIN_ARGS)
+train:
+	$(PYRUN) train_head --cache $(CACHE) --out $(RUN) --steps $(STEPS) $(TRAIN_ARGS)
 
-ablate: install
-	$(PY) -m train_head.ablate --cache $(CACHE) --out $(RUN)-ablate --steps $(STEPS) $(TRAIN_ARGS)
+ablate:
+	$(PYRUN) train_head.ablate --cache $(CACHE) --out $(RUN)-ablate --steps $(STEPS) $(TRAIN_ARGS)
 
-ablate-drive: install
-	$(PY) -m tools.ablate_drive --out runs/ablate-drive $(ABLATE_ARGS)
+ablate-drive:
+	$(PYRUN) tools.ablate_drive --out runs/ablate-drive $(ABLATE_ARGS)
 
-drive: install
-	$(PY) -m drive --game $(GAME) --ckpt $(CKPT) $(DRIVE_ARGS)
+drive:
+	$(PYRUN) drive --game $(GAME) --ckpt $(CKPT) $(DRIVE_ARGS)
 
-eval: install
-	$(PY) -m drive --game carracing --ckpt $(CKPT) --eval --seeds 1000-1009 --latency 0.1 --table $(RUN)/eval.md $(DRIVE_ARGS)
+eval:
+	$(PYRUN) drive --game carracing --ckpt $(CKPT) --eval --seeds 1000-1009 --latency 0.1 --table $(RUN)/eval.md $(DRIVE_ARGS)
 
-bench: install
-	$(PY) -m tools.bench
+bench:
+	$(PYRUN) tools.bench
+
+measure-reduction:
+	$(PYRUN) tools.measure_reduction --out runs/reduction
 
 clean-venv:
-	rm -rf $(VENV)
+	$(SETUP) clean

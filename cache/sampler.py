@@ -55,7 +55,7 @@ class SamplerSettings:
     variant_weights: tuple[tuple[str, float], ...] | None = None  # None: every cached variant equally
     kind_weights: tuple[tuple[str, float], ...] = ()  # loss weight per episode kind; kinds not named weigh 1
     batch_size: int = 64
-    mode: str = "ram"  # ram or stream
+    mode: str = "ram"  # ram or stream; train_head also takes auto (ram when the cache fits in free memory)
     buffer_blocks: int = 8  # stream mode: reads whose samples are mixed in each batch (held in memory at once)
     blocks_per_read: int = 4  # stream mode: consecutive blocks read in one go
     read_ahead: int = 2  # stream mode: reads done in a background thread ahead of use (0: none). Each holds a
@@ -244,6 +244,11 @@ class SequenceSampler:
                 if per_variant:
                     self._ram[name] = torch.stack(per_variant).to(self.device)
         return self._ram
+
+    def ram_bytes(self) -> int:
+        """What ram mode holds in memory: every array it reads, of every variant of this sampler's episodes."""
+        return sum(ep.group[v][name].nbytes for ep in self.episodes for v in self.variants
+                   for name in self._names() if name in ep.group[v])
 
     def input_rows(self, table: np.ndarray) -> np.ndarray:
         """(N, seq_len) cache rows of each sample's inputs, oldest first."""

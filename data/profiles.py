@@ -44,6 +44,7 @@ class GameProfile:
     augment: AugmentSpec = field(default_factory=AugmentSpec)  # variants for stage 1; always has "clean"
     window_classes: tuple[str, ...] = ()  # Windows window classes of the game's window; empty: any
     game: dict = field(default_factory=dict, hash=False)  # the [game] table, read by the game itself (e.g. its view)
+    cache: dict = field(default_factory=dict)  # stage 1 defaults: keyword arguments of cache.reduce.Reduction
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
@@ -53,6 +54,16 @@ class GameProfile:
 
 def available_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+
+
+CACHE_KEYS = ("dtype", "pca_dim", "fps")
+
+
+def _cache_defaults(table: dict) -> dict:
+    unknown = sorted(set(table) - set(CACHE_KEYS))
+    if unknown:
+        raise ValueError(f"[cache] has {', '.join(unknown)}; known: {', '.join(CACHE_KEYS)}")
+    return dict(table)
 
 
 def load_profile(name_or_path: str | Path) -> GameProfile:
@@ -89,6 +100,7 @@ def load_profile(name_or_path: str | Path) -> GameProfile:
             augment=AugmentSpec.from_table(spec.get("augment", {})),
             window_classes=tuple(str(c) for c in spec.get("window_classes", ())),
             game=dict(spec.get("game", {})),
+            cache=_cache_defaults(spec.get("cache", {})),
         )
     except FileNotFoundError:
         raise UserError(f"{path}: game profile not found") from None

@@ -3,12 +3,18 @@
     python -m extract_features --recordings runs/recordings --cache runs/cache
     python -m extract_features --recordings a b --cache c --backbone dinov2_vits14 --weights random --pca 64
     python -m extract_features --recordings runs/recordings --cache runs/cache-v3 --backbone dinov3_vitb16 --layers 5,8
+    python -m extract_features --recordings runs/recordings --cache runs/cache --estimate
+
+--dtype, --pca and --fps default to the game profile's [cache] table (gta5: int8, PCA 64, 20 fps), else
+fp16, every channel, every recorded frame.
 """
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from cache.reduce import Reduction
 from data.errors import UserError, run_cli
+from extract_features.estimate import estimate, profile_reduction, recordings_profile, reduction_text
 from extract_features.pipeline import ExtractSettings, extract
 
 
@@ -43,9 +49,13 @@ def main() -> None:
     p.add_argument("--weights", default="official",
                    help="official (torch hub cache / download), a .pth file, a Hugging Face folder, or random")
     p.add_argument("--profile", help="game profile (default: the one the episodes were recorded with)")
-    p.add_argument("--dtype", choices=["fp16", "int8"], default="fp16", help="stored token type (default: fp16)")
-    p.add_argument("--pca", type=int, metavar="K", help="project tokens to K channels (PCA fitted on clean frames)")
-    p.add_argument("--fps", type=float, help="cache frame rate, below the recording rate (default: every frame)")
+    p.add_argument("--dtype", choices=["fp16", "int8"], help="stored token type (default: the profile's, else fp16)")
+    p.add_argument("--pca", type=int, metavar="K", help="project tokens to K channels (PCA fitted on clean frames); "
+                                                        "0: every channel (default: the profile's)")
+    p.add_argument("--fps", type=float, help="cache frame rate, below the recording rate; 0: every recorded frame "
+                                             "(default: the profile's)")
+    p.add_argument("--estimate", action="store_true",
+                   help="print frames, variants, bytes/frame, total size and free disk, then stop (no backbone run)")
     p.add_argument("--variants", help="comma-separated augmentation variants (default: all of the profile's)")
     p.add_argument("--seed", type=int, default=0, help="augmentation seed (default: %(default)s)")
     p.add_argument("--block-rows", type=int, default=ExtractSettings.block_rows, help="frames per committed block")
@@ -60,10 +70,16 @@ def main() -> None:
     args = p.parse_args()
     settings = ExtractSettings(
         recordings=args.recordings, cache=args.cache, backbone=args.backbone, weights=args.weights,
-        profile=args.profile, reduction=Reduction(dtype=args.dtype, pca_dim=args.pca, fps=args.fps), layers=args.layers,
+        profile=args.profile, reduction=Reduction(), layers=args.layers,
         variants=tuple(args.variants.split(",")) if args.variants else None, augment_seed=args.seed,
         block_rows=args.block_rows, batch_size=args.batch_size, shard=args.shard, device=args.device,
         bf16={"auto": None, "on": True, "off": False}[args.bf16], compile=args.compile, refresh=args.refresh, kinds=tuple(args.kind) if args.kind else None)
+    episodes, profile = recordings_profile(settings)
+    settings = replace(settings, reduction=profile_reduction(profile, args.dtype, args.pca, args.fps))
+    if args.estimate:
+        print(estimate(settings, episodes).describe())
+        return
+    print(f"cache: {reduction_text(settings.reduction)} (profile {profile.name}; --dtype, --pca, --fps override)")
     cache = extract(settings)
     print(f"done: {cache.path} (fingerprint {cache.fingerprint})")
 

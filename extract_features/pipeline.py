@@ -55,12 +55,16 @@ class _Work:
     variants: list[str]
 
 
-def extract(settings: ExtractSettings, log=print) -> FeatureCache:
+def extract(settings: ExtractSettings, log=print, free_disk=None) -> FeatureCache:
+    """free_disk(path) -> free bytes there (default: the disk's); a cache that will not fit is refused."""
+    from extract_features.estimate import disk_free, require_space  # it sizes caches with this module's helpers
+
     device = pick_device(settings.device)
     all_episodes = index_episodes(settings.recordings, kinds=list(settings.kinds) if settings.kinds else None)
     if not all_episodes:
         raise UserError(f"no episodes in {', '.join(map(str, settings.recordings))}")
     profile = _profile(settings, all_episodes)
+    require_space(settings, all_episodes, free_disk or disk_free)
     k, n = settings.shard
     mine = [e for i, e in enumerate(all_episodes) if i % n == k - 1]
 

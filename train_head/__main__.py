@@ -44,8 +44,9 @@ def add_head_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mode", choices=["ram", "stream"], default="ram",
-                   help="ram: load the cache into memory; stream: read blocks from disk (default: %(default)s)")
+    p.add_argument("--mode", choices=["auto", "ram", "stream"], default="auto",
+                   help="ram: load the cache into memory (GPU memory on a GPU); stream: read blocks from disk; auto: "
+                        "ram when the cache fits in the free memory with a margin, else stream (default: %(default)s)")
     p.add_argument("--device", default="auto")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--eval-every", type=int, default=200)

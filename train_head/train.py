@@ -21,6 +21,7 @@ from data.index import episode_info
 from data.split import Split, SplitSettings, split_episodes
 from train_head.checkpoint import load_checkpoint, save_checkpoint
 from train_head.heads import HeadSettings, build_head
+from train_head.memory import choose_mode
 from train_head.metrics import MetricsLog, plot_curves, pos_weight_from_labels, val_metrics
 from train_head.optim import OptimSettings, lr_at, make_optimizer, set_lr
 
@@ -45,6 +46,7 @@ class TrainSettings:
     optim: OptimSettings = field(default_factory=OptimSettings)
     split: SplitSettings = field(default_factory=SplitSettings)
     controller: ControllerDefaults = field(default_factory=ControllerDefaults)
+    memory_limit: int | None = None  # sampler mode auto: free bytes to assume; None: ask the device
     eval_every: int = 200
     eval_batches: int | None = None  # None: the whole validation split
     patience: int = 0  # stop after this many evaluations without a better val loss; 0: never
@@ -85,6 +87,11 @@ def train(s: TrainSettings) -> dict:
     split = make_split(cache, s.split)
     train_set = SequenceSampler(cache, split.train, s.sampler, device=device, rank=rank, world=world)
     val_set = SequenceSampler(cache, split.val, s.sampler, device=device)
+    if s.sampler.mode == "auto":
+        mode, why = choose_mode(train_set.ram_bytes() + val_set.ram_bytes(), device, s.memory_limit)
+        say(why)
+        for sampler in (train_set, val_set):
+            sampler.s = replace(sampler.s, mode=mode)
     if len(train_set) == 0:
         raise UserError(f"{s.cache}: no training sequence fits seq_len={s.sampler.seq_len}, "
                         f"stride={s.sampler.stride_s} s; record longer episodes or shorten the sequence")
