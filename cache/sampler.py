@@ -33,10 +33,11 @@ from cache.reduce import restore_tokens
 from cache.store import CachedEpisode, FeatureCache
 from data.augment import AugmentSpec, variant_keys
 from data.episode import Episode
-from data.errors import UserError
+from data.errors import UserError, require
 from data.split import Segment
 
 CLEAN = "clean"
+MAX_SECONDS = 10.0  # longest --stride and --label-shift: beyond it a sequence or a prediction says nothing of driving
 T = TypeVar("T")
 
 
@@ -54,6 +55,15 @@ class SamplerSettings:
     read_ahead: int = 2  # stream mode: reads done in a background thread ahead of use (0: none). Each holds a
     #                      read's rows in memory beside the buffer's; 8 (a whole buffer) was slower on 2 busy cores
     seed: int = 0
+
+    def __post_init__(self):
+        """Refuses a bad option before any cache is read (messages name train_head's flags)."""
+        require(self.seq_len >= 1, "--seq-len", self.seq_len, "at least 1 frame")
+        require(0 < self.stride_s <= MAX_SECONDS, "--stride", self.stride_s,
+                f"a positive number of seconds between sequence frames (at most {MAX_SECONDS:g})")
+        require(0 <= self.label_shift_s <= MAX_SECONDS, "--label-shift", self.label_shift_s,
+                f"between 0 and {MAX_SECONDS:g} seconds (the drive loop's latency)")
+        require(self.batch_size >= 1, "--batch-size", self.batch_size, "at least 1 sequence")
 
 
 @dataclass

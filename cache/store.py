@@ -30,7 +30,7 @@ from zarr.storage import LocalStore
 
 from cache.buffers import empty_array
 from cache.reduce import Projection, Reduction
-from data.errors import UserError
+from data.errors import UserError, disk_error
 
 FORMAT = "gta-drive-features"
 FORMAT_VERSION = 1
@@ -221,13 +221,17 @@ class FeatureCache:
         path = Path(path)
         if not path.exists():
             tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-            group = zarr.open_group(tmp, mode="w-", zarr_format=3)
-            group.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION,
-                                "fingerprint": spec.fingerprint(), "spec": asdict(spec)})
-            if projection is not None:
-                group.create_array("pca/mean", data=projection.mean.numpy())
-                group.create_array("pca/components", data=projection.components.numpy())
-            group.create_group("episodes")
+            try:
+                group = zarr.open_group(tmp, mode="w-", zarr_format=3)
+                group.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION,
+                                    "fingerprint": spec.fingerprint(), "spec": asdict(spec)})
+                if projection is not None:
+                    group.create_array("pca/mean", data=projection.mean.numpy())
+                    group.create_array("pca/components", data=projection.components.numpy())
+                group.create_group("episodes")
+            except OSError as e:  # full or read-only disk: leave nothing half-made behind
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise disk_error(e, path) from None
             try:
                 os.rename(tmp, path)
             except OSError:  # another shard created it first

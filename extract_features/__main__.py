@@ -21,7 +21,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     return k, n
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m extract_features", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
     p.add_argument("--recordings", nargs="+", type=Path, required=True, metavar="DIR", help="recordings directories")
@@ -44,13 +44,16 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone (GPU)")
     p.add_argument("--refresh", action="store_true", help="re-extract recordings that changed since extraction")
     p.add_argument("--kind", action="append", help="only episodes of this kind (repeatable)")
-    args = p.parse_args()
+    p.add_argument("--strict", action="store_true",
+                   help="a damaged recording is an error (default: skipped with a warning naming it)")
+    args = p.parse_args(argv)
     settings = ExtractSettings(
         recordings=args.recordings, cache=args.cache, backbone=args.backbone, weights=args.weights,
         profile=args.profile, reduction=Reduction(dtype=args.dtype, pca_dim=args.pca, fps=args.fps),
         variants=tuple(args.variants.split(",")) if args.variants else None, augment_seed=args.seed,
         block_rows=args.block_rows, batch_size=args.batch_size, shard=args.shard, device=args.device,
-        bf16={"auto": None, "on": True, "off": False}[args.bf16], compile=args.compile, refresh=args.refresh, kinds=tuple(args.kind) if args.kind else None)
+        bf16={"auto": None, "on": True, "off": False}[args.bf16], compile=args.compile, refresh=args.refresh, kinds=tuple(args.kind) if args.kind else None,
+        strict=args.strict)
     cache = extract(settings)
     print(f"done: {cache.path} (fingerprint {cache.fingerprint})")
 

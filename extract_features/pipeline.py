@@ -18,7 +18,7 @@ from cache.reduce import Projection, Reduction, reduce_tokens
 from cache.store import CachedEpisode, CacheSpec, FeatureCache, episode_id
 from data.augment import apply_variant
 from data.episode import Episode
-from data.errors import UserError
+from data.errors import DISK_ERRORS, UserError, disk_error, require
 from data.index import EpisodeInfo, index_episodes
 from data.profiles import GameProfile, load_profile
 from extract_features.backbone import FeatureExtractor, load_backbone, pick_device
@@ -44,6 +44,14 @@ class ExtractSettings:
     refresh: bool = False  # re-extract recordings that changed since extraction
     kinds: tuple[str, ...] | None = None
     progress: bool = True
+    strict: bool = False  # a damaged recording is an error instead of being skipped with a warning
+
+    def __post_init__(self):
+        """Refuses a bad option before anything is read or written (so it never reaches a fingerprint)."""
+        require(self.block_rows >= 1, "--block-rows", self.block_rows, "at least 1 frame")
+        require(self.batch_size >= 1, "--batch-size", self.batch_size, "at least 1 frame")
+        k, n = self.shard
+        require(1 <= k <= n, "--shard", f"{k}/{n}", "K/N with K between 1 and N")
 
 
 @dataclass
@@ -56,7 +64,8 @@ class _Work:
 
 def extract(settings: ExtractSettings, log=print) -> FeatureCache:
     device = pick_device(settings.device)
-    all_episodes = index_episodes(settings.recordings, kinds=list(settings.kinds) if settings.kinds else None)
+    all_episodes = index_episodes(settings.recordings, kinds=list(settings.kinds) if settings.kinds else None,
+                                  strict=settings.strict)
     if not all_episodes:
         raise UserError(f"no episodes in {', '.join(map(str, settings.recordings))}")
     profile = _profile(settings, all_episodes)
@@ -90,7 +99,10 @@ def extract(settings: ExtractSettings, log=print) -> FeatureCache:
     log(f"{len(mine)} episodes ({len(all_episodes)} in all), variants {', '.join(variants)}: "
         f"{total} frames to extract into {settings.cache}")
     if total:
-        _run(work, profile, extractor, cache, settings, total)
+        damaged = _run(work, profile, extractor, cache, settings, total)
+        for episode_id, problem in damaged.items():
+            cache.remove_episode(episode_id)  # half-extracted: the rerun after a fix starts it afresh
+            log(f"warning: skipped {problem}")
     return cache
 
 
@@ -179,7 +191,10 @@ def _plan(cache: FeatureCache, episodes: list[EpisodeInfo], variants: list[str],
 
 
 def _run(work: list[_Work], profile: GameProfile, extractor, cache: FeatureCache, settings: ExtractSettings,
-         total: int) -> None:
+         total: int) -> dict[str, str]:
+    """Extract every work item; returns {episode id: problem} of the recordings found damaged on reading
+    (a chunk that does not decode), whose remaining work is skipped (refused with settings.strict)."""
+    damaged: dict[str, str] = {}
     inbox: queue.Queue = queue.Queue(maxsize=4)
     outbox: queue.Queue = queue.Queue(maxsize=4)
     failure: list[BaseException] = []
@@ -191,9 +206,17 @@ def _run(work: list[_Work], profile: GameProfile, extractor, cache: FeatureCache
             for item in work:
                 if halt.is_set():
                     break
+                if item.episode.id in damaged:
+                    continue
                 start, stop = item.episode.block_range(item.block)
                 rows = item.episode.rows[start:stop]
-                frames, keys, _ = item.recording.read(int(rows[0]), int(rows[-1]) + 1)
+                try:
+                    frames, keys, _ = item.recording.read(int(rows[0]), int(rows[-1]) + 1)
+                except UserError as e:
+                    if settings.strict:
+                        raise
+                    damaged[item.episode.id] = str(e)
+                    continue
                 frames, keys = frames[rows - rows[0]], keys[rows - rows[0]]
                 for variant in item.variants:
                     spec = profile.augment.variant(variant)
@@ -244,4 +267,8 @@ def _run(work: list[_Work], profile: GameProfile, extractor, cache: FeatureCache
         threads[1].join()
         bar.close()
     if failure:
+        if isinstance(failure[0], OSError) and failure[0].errno in DISK_ERRORS:
+            raise disk_error(failure[0], settings.cache, kept="the blocks written so far are kept: "
+                             "rerun the same command to continue") from None
         raise failure[0]
+    return damaged

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.errors import run_cli
+from data.errors import require, run_cli
 from drive.evaluate import evaluate_agent, evaluate_expert
 from extract_features.backbone import RAW_PATCHES
 from tools.demo import DemoSettings, backbone_label, features, held_out, learn, train_settings
@@ -42,7 +42,7 @@ def _spread(runs) -> dict:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m tools.ablate_drive", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
     d = DemoSettings()
@@ -52,7 +52,8 @@ def main() -> None:
     p.add_argument("--tracks", type=int, default=d.tracks, help="held-out tracks (seeds 1000, ...)")
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--minutes", type=float, default=d.minutes, help="expert demos to record when missing")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    require(bool(args.seeds), "--seeds", args.seeds, "at least one training seed")
     s = replace(DemoSettings(), out=args.demo, tracks=args.tracks, steps=args.steps, minutes=args.minutes)
     start = time.perf_counter()
     log = lambda what: print(f"[{time.perf_counter() - start:6.0f} s] {what}", flush=True)  # noqa: E731

@@ -8,6 +8,7 @@ Screen: one episode per pause/resume. Expert: one episode per track, tracks seed
     python -m tools.record --game carracing --expert --dagger runs/train/best.pt --minutes 3 --seed 500 --latency 0.1
 """
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from data.episode import Episode
@@ -92,16 +93,18 @@ def main(argv: list[str] | None = None) -> None:
             raise UserError(f"--{flag.replace('_', '-')} works with --game carracing --expert only")
 
     profile = load_profile(args.profile)
+    settings = RecorderSettings(  # checks the numbers before any window is looked for
+        out_dir=args.out, profile=profile, kind=args.kind, fps=args.fps, pad_seconds=args.pad_seconds,
+        discard_seconds=args.discard_seconds, pause_key=args.pause_key.lower(),
+        max_seconds=args.minutes * 60 if args.minutes is not None else None)
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out}: is a file; give a directory for the recordings")
     region = args.region or find_window_region(args.window or profile.window_title)
     if (region.width, region.height) != profile.capture_size:
         print(f"warning: capturing {region.width}x{region.height}, profile {profile.name} expects "
               f"{profile.capture_size[0]}x{profile.capture_size[1]}; frames are resized to {profile.frame_size}")
-    settings = RecorderSettings(
-        out_dir=args.out, profile=profile, kind=args.kind, fps=args.fps, pad_seconds=args.pad_seconds,
-        discard_seconds=args.discard_seconds, pause_key=args.pause_key.lower(),
-        max_seconds=args.minutes * 60 if args.minutes else None,
-        capture={"region": [region.left, region.top, region.width, region.height],
-                 "frame_size": list(profile.frame_size)})
+    settings = replace(settings, capture={"region": [region.left, region.top, region.width, region.height],
+                                          "frame_size": list(profile.frame_size)})
     Recorder(settings, ScreenSource(region), default_key_source((settings.pause_key,))).run()
 
 

@@ -112,7 +112,7 @@ def plot(rows: list[dict], out_png: Path, keys=(("val BCE", "val_bce"), ("exact 
     fig.savefig(out_png, dpi=110)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     from train_head.__main__ import add_head_arguments, settings_from_args
 
     p = argparse.ArgumentParser(prog="python -m train_head.ablate", description=__doc__.split("\n")[0],
@@ -121,7 +121,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds per setting (default: 0)")
     add_head_arguments(p)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     base = settings_from_args(args, args.cache, args.out)
     rows = run_grid(base, default_grid(args.label_shift), args.seeds, args.out)
     args.out.mkdir(parents=True, exist_ok=True)

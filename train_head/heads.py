@@ -45,7 +45,8 @@ class HeadSettings:
             raise UserError(f"head grid {self.grid} must be two positive numbers (rows, cols)")
         for name in ("channels", "seq_len", "hidden", "mlp_hidden"):
             if getattr(self, name) < 1:
-                raise UserError(f"head setting {name}={getattr(self, name)} must be at least 1")
+                what = "--seq-len" if name == "seq_len" else f"head setting {name}"
+                raise UserError(f"{what} {getattr(self, name)}: must be at least 1")
 
     @property
     def uses_patches(self) -> bool:
