@@ -25,8 +25,9 @@ def require(ok: bool, flag: str, value, rule: str) -> None:
 
 
 def disk_error(e: OSError, path=None, kept: str = "") -> UserError:
-    """One line for an OSError of the disk or a path: the path, what happened, what to do."""
-    where = e.filename if e.filename is not None else path
+    """One line for an OSError of the disk or a path: the path the user gave (else the error's), what
+    happened, what to do, and what was kept."""
+    where = path or e.filename or "a file"
     what = DISK_ERRORS.get(e.errno, e.strerror or str(e))
     return UserError(f"{where}: {what}" + (f"; {kept}" if kept else ""))
 
@@ -41,7 +42,7 @@ def run_cli(main: Callable[[], object]) -> None:
     except OSError as e:
         if e.errno not in DISK_ERRORS:
             raise
-        print(f"error: {disk_error(e, 'a file')}", file=sys.stderr)
+        print(f"error: {disk_error(e)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
