@@ -174,7 +174,8 @@ class Rows:
         try:
             return self.array[(first, *rest)]
         except Exception as e:  # numcodecs / zarr raise many types for a damaged chunk
-            raise UserError(f"{self.where}: damaged data, cannot decode rows {first} "
+            rows = f"{first.start}..{first.stop - 1}" if isinstance(first, slice) else first
+            raise UserError(f"{self.where}: damaged data, cannot decode rows {rows} "
                             f"({type(e).__name__}: {e}); re-record or delete this episode") from None
 
     def __array__(self, dtype=None, copy=None):
