@@ -19,6 +19,7 @@ from data.episode import Episode
 from data.errors import DISK_ERRORS, UserError, disk_error, require
 from data.index import episode_info
 from data.split import Split, SplitSettings, split_episodes
+from extract_features.backbone import pick_device
 from train_head.checkpoint import load_checkpoint, save_checkpoint
 from train_head.heads import HeadSettings, build_head
 from train_head.metrics import MetricsLog, plot_curves, pos_weight_from_labels, val_metrics
@@ -109,7 +110,7 @@ def _train(s: TrainSettings) -> dict:
     if s.device == "auto":
         device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     else:
-        device = torch.device(s.device)
+        device = pick_device(s.device)
     torch.manual_seed(s.seed + rank)
     say = (lambda *a: None) if (s.quiet or rank) else print
 
