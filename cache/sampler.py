@@ -64,6 +64,7 @@ class SamplerSettings:
         require(0 <= self.label_shift_s <= MAX_SECONDS, "--label-shift", self.label_shift_s,
                 f"between 0 and {MAX_SECONDS:g} seconds (the drive loop's latency)")
         require(self.batch_size >= 1, "--batch-size", self.batch_size, "at least 1 sequence")
+        require(self.seed >= 0, "--seed", self.seed, ">= 0")
 
 
 @dataclass

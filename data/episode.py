@@ -75,7 +75,7 @@ class EpisodeWriter:
                                             config=every)
         self.t = self.group.create_array("t", shape=(0,), chunks=(self.chunk * 64,), dtype="float64", config=every)
         self.group.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "keys": list(KEYS),
-                                 **asdict(meta), "complete": False, "n_frames": 0, "all_chunks_written": True,
+                                 **asdict(meta), "complete": False, "n_frames": 0,
                                  "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
         self.n_frames = 0
         self._buffer: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -237,8 +237,6 @@ class Episode:
         if arrays["t"].dtype.kind != "f":
             raise UserError(f"{self.path}: timestamps are {arrays['t'].dtype}, not float; re-record or re-import it")
         for name, array in arrays.items():
-            if name == "keys" and not self.attrs.get("all_chunks_written"):
-                continue  # earlier versions left all-zero chunks unwritten: a minute without a key held
             problem = _chunk_problem(self.path / name, array, self.n_frames)
             if problem:
                 raise UserError(f"{self.path}: {problem}; the recording is damaged: re-record or delete it")

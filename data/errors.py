@@ -1,6 +1,7 @@
 """The project's error type for expected mistakes, and the CLI wrapper that prints them in one line."""
 import errno
 import sys
+from contextlib import contextmanager
 from typing import Callable
 
 # Faults of the disk or of the paths the user gave, not of this program: reported in one line.
@@ -30,6 +31,17 @@ def disk_error(e: OSError, path=None, kept: str = "") -> UserError:
     where = path or e.filename or "a file"
     what = DISK_ERRORS.get(e.errno, e.strerror or str(e))
     return UserError(f"{where}: {what}" + (f"; {kept}" if kept else ""))
+
+
+@contextmanager
+def disk_faults(path, kept: str = ""):
+    """Within: a disk fault (DISK_ERRORS) becomes disk_error naming `path` and saying what was kept."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in DISK_ERRORS:
+            raise
+        raise disk_error(e, path, kept) from None
 
 
 def run_cli(main: Callable[[], object]) -> None:

@@ -24,7 +24,7 @@ class ImportSettings:
     rows_per_read: int = 2000
 
     def __post_init__(self):
-        require(0 < self.fps <= 1000, "--fps", self.fps, "the recording rate in frames per second, above 0")
+        require(1 <= self.fps <= 1000, "--fps", self.fps, "the recording rate, 1 to 1000 frames per second")
         require(self.stuck_pad_frames >= 0, "--stuck-pad-frames", self.stuck_pad_frames, ">= 0 frames")
         require(self.rows_per_read >= 1, "rows_per_read", self.rows_per_read, "at least 1")
 

@@ -45,7 +45,7 @@ class RecorderSettings:
 
     def __post_init__(self):
         if self.fps is not None:
-            require(0 < self.fps <= 1000, "--fps", self.fps, "frames per second above 0 (at most 1000)")
+            require(1 <= self.fps <= 1000, "--fps", self.fps, "1 to 1000 frames per second")
         require(self.pad_seconds >= 0, "--pad-seconds", self.pad_seconds, ">= 0 seconds")
         require(self.discard_seconds >= 0, "--discard-seconds", self.discard_seconds, ">= 0 seconds")
         if self.max_seconds is not None:

@@ -31,6 +31,7 @@ class SplitSettings:
     def __post_init__(self):
         require(0 <= self.val_fraction < 1, "--val-fraction", self.val_fraction,
                 "a share in [0, 1): the part of the recordings kept for validation")
+        require(self.seed >= 0, "--seed", self.seed, ">= 0")
 
 
 @dataclass(frozen=True)

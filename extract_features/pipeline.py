@@ -18,11 +18,14 @@ from cache.reduce import Projection, Reduction, reduce_tokens
 from cache.store import CachedEpisode, CacheSpec, FeatureCache, episode_id
 from data.augment import apply_variant
 from data.episode import Episode
-from data.errors import DISK_ERRORS, UserError, disk_error, require
+from data.errors import UserError, disk_faults, require
 from data.index import EpisodeInfo, index_episodes
 from data.profiles import GameProfile, load_profile
 from extract_features.backbone import FeatureExtractor, load_backbone, pick_device
 from extract_features.preprocess import PreprocessSettings, patch_grid
+
+
+MAX_BLOCK_ROWS = 8192
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,8 @@ class ExtractSettings:
 
     def __post_init__(self):
         """Refuses a bad option before anything is read or written (so it never reaches a fingerprint)."""
-        require(self.block_rows >= 1, "--block-rows", self.block_rows, "at least 1 frame")
+        require(1 <= self.block_rows <= MAX_BLOCK_ROWS, "--block-rows", self.block_rows,
+                f"between 1 and {MAX_BLOCK_ROWS} frames (a block is one chunk, held in memory)")
         require(self.batch_size >= 1, "--batch-size", self.batch_size, "at least 1 frame")
         k, n = self.shard
         require(1 <= k <= n, "--shard", f"{k}/{n}", "K/N with K between 1 and N")
@@ -93,16 +97,17 @@ def extract(settings: ExtractSettings, log=print) -> FeatureCache:
     if settings.reduction.pca_dim and cache.projection is None:
         raise UserError(f"{settings.cache}: has no PCA but --pca was asked; use another --cache directory")
 
-    work = _plan(cache, mine, variants, settings)
-    total = sum((stop - start) * len(item.variants) for item in work
-                for start, stop in [item.episode.block_range(item.block)])
-    log(f"{len(mine)} episodes ({len(all_episodes)} in all), variants {', '.join(variants)}: "
-        f"{total} frames to extract into {settings.cache}")
-    if total:
-        damaged = _run(work, profile, extractor, cache, settings, total)
-        for episode_id, problem in damaged.items():
-            cache.remove_episode(episode_id)  # half-extracted: the rerun after a fix starts it afresh
-            log(f"warning: skipped {problem}")
+    with disk_faults(settings.cache, kept="the blocks written so far are kept: rerun the same command to continue"):
+        work = _plan(cache, mine, variants, settings)
+        total = sum((stop - start) * len(item.variants) for item in work
+                    for start, stop in [item.episode.block_range(item.block)])
+        log(f"{len(mine)} episodes ({len(all_episodes)} in all), variants {', '.join(variants)}: "
+            f"{total} frames to extract into {settings.cache}")
+        if total:
+            damaged = _run(work, profile, extractor, cache, settings, total)
+            for episode_id, problem in damaged.items():
+                cache.remove_episode(episode_id)  # half-extracted: the rerun after a fix starts it afresh
+                log(f"warning: skipped {problem}")
     return cache
 
 
@@ -267,8 +272,5 @@ def _run(work: list[_Work], profile: GameProfile, extractor, cache: FeatureCache
         threads[1].join()
         bar.close()
     if failure:
-        if isinstance(failure[0], OSError) and failure[0].errno in DISK_ERRORS:
-            raise disk_error(failure[0], settings.cache, kept="the blocks written so far are kept: "
-                             "rerun the same command to continue") from None
         raise failure[0]
     return damaged

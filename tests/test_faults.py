@@ -159,3 +159,13 @@ def test_an_epoch_without_a_batch_ends_training(cache, tmp_path, monkeypatch):  
     monkeypatch.setattr(SequenceSampler, "epoch", lambda self, *a, **k: iter(()))
     with pytest.raises(UserError, match="--batch-size 16: no full batch in an epoch"):
         train(train_settings(cache, tmp_path / "run", steps=20))
+
+
+def test_resuming_with_another_head_is_refused(cache, tmp_path):  # noqa: F811
+    out = tmp_path / "run"
+    train(train_settings(cache, out, steps=20))
+    s = train_settings(cache, out, steps=40)
+    s.head, s.resume = replace(s.head, kind="gru"), True
+    with pytest.raises(UserError, match=r"last.pt: made with other head settings \(--kind"):
+        train(s)
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 20

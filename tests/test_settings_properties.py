@@ -15,7 +15,7 @@ from data.profiles import load_profile
 from data.recorder import RecorderSettings
 from data.split import SplitSettings
 from drive.carracing import MAX_LATENCY_S, check_latency
-from extract_features.pipeline import ExtractSettings
+from extract_features.pipeline import MAX_BLOCK_ROWS, ExtractSettings
 from tools.demo import DemoSettings
 from train_head.optim import OptimSettings
 from train_head.train import ControllerDefaults, TrainSettings
@@ -55,13 +55,16 @@ def not_positive():
 OPTIONS = [
     (Reduction, "fps", "--fps", positive(1000), not_positive() | floats(1000, 1e9, exclude_min=True)),
     (Reduction, "pca_dim", "--pca", positive_ints(), below_one()),
-    (partial(ExtractSettings, [Path("r")], Path("c")), "block_rows", "--block-rows", positive_ints(), below_one()),
+    (partial(ExtractSettings, [Path("r")], Path("c")), "block_rows", "--block-rows", st.integers(1, MAX_BLOCK_ROWS),
+     below_one() | st.integers(MAX_BLOCK_ROWS + 1, 10 ** 12)),
     (partial(ExtractSettings, [Path("r")], Path("c")), "batch_size", "--batch-size", positive_ints(), below_one()),
     (SamplerSettings, "seq_len", "--seq-len", positive_ints(), below_one()),
     (SamplerSettings, "stride_s", "--stride", positive(MAX_SECONDS), not_positive() | floats(MAX_SECONDS, 1e9, exclude_min=True)),
     (SamplerSettings, "label_shift_s", "--label-shift", floats(0.0, MAX_SECONDS),
      floats(-1e9, 0.0, exclude_max=True) | floats(MAX_SECONDS, 1e9, exclude_min=True) | NAN),
     (SamplerSettings, "batch_size", "--batch-size", positive_ints(), below_one()),
+    (SamplerSettings, "seed", "--seed", st.integers(0, 2 ** 32), st.integers(-2 ** 32, -1)),
+    (SplitSettings, "seed", "--seed", st.integers(0, 2 ** 32), st.integers(-2 ** 32, -1)),
     (SplitSettings, "val_fraction", "--val-fraction", floats(0.0, 1.0, exclude_max=True), not_share() | st.just(1.0)),
     (partial(OptimSettings, warmup_steps=0), "max_steps", "--steps", positive_ints(), below_one()),
     (partial(OptimSettings, min_lr=0.0), "lr", "--lr", positive(10.0), not_positive() | floats(10.0, 1e9, exclude_min=True)),
@@ -71,9 +74,10 @@ OPTIONS = [
     (ControllerDefaults, "steer_gain", "--steer-gain", positive(), not_positive()),
     (ControllerDefaults, "gas_threshold", "--gas-threshold", share(), not_share()),
     (ControllerDefaults, "brake_threshold", "--brake-threshold", share(), not_share()),
-    (ImportSettings, "fps", "--fps", positive(1000), not_positive() | floats(1000, 1e9, exclude_min=True)),
+    (ImportSettings, "fps", "--fps", floats(1.0, 1000.0), floats(-1e9, 1.0, exclude_max=True) | NAN | floats(1000, 1e9, exclude_min=True)),
     (ImportSettings, "stuck_pad_frames", "--stuck-pad-frames", st.integers(0, 10 ** 6), st.integers(-10 ** 6, -1)),
-    (partial(RecorderSettings, Path("o"), load_profile("gta5")), "fps", "--fps", positive(1000), not_positive()),
+    (partial(RecorderSettings, Path("o"), load_profile("gta5")), "fps", "--fps", floats(1.0, 1000.0),
+     floats(-1e9, 1.0, exclude_max=True) | NAN),
     (partial(RecorderSettings, Path("o"), load_profile("gta5")), "pad_seconds", "--pad-seconds", floats(0.0, 1e6),
      floats(-1e9, 0.0, exclude_max=True) | NAN),
     (partial(RecorderSettings, Path("o"), load_profile("gta5")), "discard_seconds", "--discard-seconds",

@@ -131,7 +131,7 @@ CASES = {
     # numeric options
     "features --fps 0": (F, FEATURES + " --fps 0", "--fps 0.0: must be", None),
     "features --fps nan": (F, FEATURES + " --fps nan", "--fps nan: must be", None),
-    "features --block-rows 0": (F, FEATURES.replace("16", "0"), "--block-rows 0: must be at least 1", None),
+    "features --block-rows 0": (F, FEATURES.replace("16", "0"), "--block-rows 0: must be between 1 and", None),
     "features --batch-size 0": (F, FEATURES + " --batch-size 0", "--batch-size 0: must be at least 1", None),
     "features --pca 0": (F, FEATURES + " --pca 0", "--pca 0", None),
     "features --shard 3/2": (F, FEATURES + " --shard 3/2", "--shard '3/2'", None),
@@ -147,6 +147,9 @@ CASES = {
     "train --lr 0": (T, TRAIN + " --lr 0", "--lr 0.0: must be", None),
     "train --patience -1": (T, TRAIN + " --patience -1", "--patience -1: must be >= 0", None),
     "train --max-steer 2": (T, TRAIN + " --max-steer 2", "--max-steer 2.0: must be", None),
+    "train --seed -1": (T, TRAIN + " --seed -1", "--seed -1: must be >= 0", None),
+    "train --device foo": (T, TRAIN + " --device foo", "--device foo: choose auto, cpu", None),
+    "features --block-rows 1e5": (F, FEATURES.replace("16", "100000"), "--block-rows 100000: must be between 1 and", None),
     "train --batch-size above the sequences": (T, TRAIN.replace("8", "64"), "--batch-size 64: more than the", None),
     "ablate --steps 0": ("train_head.ablate", "--cache {w}/cache --out {w}/abl --steps 0", "--steps 0: must be", None),
     "ablate --batch-size 0": ("train_head.ablate", "--cache {w}/cache --out {w}/abl --batch-size 0",

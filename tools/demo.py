@@ -23,7 +23,7 @@ import torch
 from cache.reduce import Reduction
 from cache.sampler import SamplerSettings
 from data.episode import Episode
-from data.errors import UserError, require, run_cli
+from data.errors import UserError, disk_faults, require, run_cli
 from data.profiles import load_profile
 from data.split import SplitSettings
 from drive.evaluate import evaluate_agent, evaluate_expert, format_table
@@ -211,8 +211,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out}: is a file; give a directory for the demo")
-    run(DemoSettings(out=args.out, minutes=args.minutes, steps=args.steps, tracks=args.tracks, backbone=args.backbone,
-                     dagger_rounds=args.dagger_rounds, dagger_minutes=args.dagger_minutes))
+    with disk_faults(args.out, kept="each step's finished output is kept: rerun to continue"):
+        run(DemoSettings(out=args.out, minutes=args.minutes, steps=args.steps, tracks=args.tracks, backbone=args.backbone,
+                         dagger_rounds=args.dagger_rounds, dagger_minutes=args.dagger_minutes))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from data.episode import Episode
-from data.errors import UserError, run_cli
+from data.errors import UserError, disk_faults, run_cli
 from data.key_input import default_key_source
 from data.profiles import available_profiles, load_profile
 from data.recorder import Recorder, RecorderSettings
@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
                              "dagger-seed*; record with the --latency you drive at, on track seeds of their own)")
     args = p.parse_args(argv)
     if args.game or args.expert:
-        return record_carracing_expert(args, p)
+        with disk_faults(args.out, kept="the episodes finished before are kept"):
+            return record_carracing_expert(args, p)
     for flag in ("seed", "stuck_share", "perturb_every", "latency", "dagger"):
         if getattr(args, flag) is not None:
             raise UserError(f"--{flag.replace('_', '-')} works with --game carracing --expert only")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.errors import run_cli
+from data.errors import disk_faults, run_cli
 from train_head.train import TrainSettings, train
 
 
@@ -124,11 +124,12 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     base = settings_from_args(args, args.cache, args.out)
     rows = run_grid(base, default_grid(args.label_shift), args.seeds, args.out)
-    args.out.mkdir(parents=True, exist_ok=True)
-    table = markdown_table(rows)
-    (args.out / "ablation.md").write_text(f"{table}\n\nsteps {args.steps}, seeds {args.seeds}, cache {args.cache}\n")
-    (args.out / "results.json").write_text(json.dumps(rows, indent=1, default=str))
-    plot(rows, args.out / "ablation.png")
+    with disk_faults(args.out, kept="every trained run is kept in its folder"):
+        args.out.mkdir(parents=True, exist_ok=True)
+        table = markdown_table(rows)
+        (args.out / "ablation.md").write_text(f"{table}\n\nsteps {args.steps}, seeds {args.seeds}, cache {args.cache}\n")
+        (args.out / "results.json").write_text(json.dumps(rows, indent=1, default=str))
+        plot(rows, args.out / "ablation.png")
     print(table)
     print(f"\nwritten: {args.out / 'ablation.md'}, {args.out / 'ablation.png'}")
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from cache.sampler import SamplerSettings, SequenceSampler
 from cache.store import FeatureCache
 from data.episode import Episode
-from data.errors import DISK_ERRORS, UserError, disk_error, require
+from data.errors import UserError, disk_faults, require
 from data.index import episode_info
 from data.split import Split, SplitSettings, split_episodes
 from extract_features.backbone import pick_device
@@ -96,13 +96,8 @@ def train(s: TrainSettings) -> dict:
     A full or read-only disk is a one-line error; last.pt of the last evaluation stays for --resume."""
     s.validate()
     check_run_dir(s.out_dir, s.resume, s.overwrite)
-    try:
+    with disk_faults(s.out_dir, kept="what was saved at the last evaluation is kept: rerun with --resume"):
         return _train(s)
-    except OSError as e:
-        if e.errno not in DISK_ERRORS:
-            raise
-        raise disk_error(e, s.out_dir, kept="what was saved at the last evaluation is kept: fix it and rerun "
-                                            "with --resume") from None
 
 
 def _train(s: TrainSettings) -> dict:
