@@ -219,7 +219,10 @@ class FeatureCache:
         Creation is atomic (built beside, then renamed), so shards racing to create it agree.
         """
         path = Path(path)
-        if not path.exists():
+        if path.exists() and not path.is_dir():
+            raise UserError(f"--cache {path}: is a file; give a folder for the feature cache")
+        empty = path.is_dir() and not any(path.iterdir())  # a folder made beforehand becomes the cache
+        if empty or not path.exists():
             tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
             try:
                 group = zarr.open_group(tmp, mode="w-", zarr_format=3)
@@ -233,6 +236,8 @@ class FeatureCache:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise disk_error(e, path) from None
             try:
+                if empty:
+                    path.rmdir()
                 os.rename(tmp, path)
             except OSError:  # another shard created it first
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -9,6 +9,7 @@ The attribute `n_frames` is written after the rows it counts, so an episode cut 
 """
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -230,7 +231,12 @@ class Episode:
         """Refuse what would otherwise be read as something else: a missing or truncated chunk (zarr reads
         a missing one as zeros), labels other than 0/1, timestamps that are not finite and increasing.
         Reads keys and t (small) and the first bytes of each frame chunk, never the frames themselves."""
-        frames = arrays["frames"]
+        fps, pad = self.attrs.get("fps"), self.attrs.get("pad_frames", 0)
+        if not (isinstance(fps, (int, float)) and 0 < fps < math.inf):
+            raise UserError(f"{self.path}: its fps attribute is {fps!r}, not a positive number; re-record or re-import it")
+        if not (isinstance(pad, int) and pad >= 0) or self.n_frames < 0:
+            raise UserError(f"{self.path}: pad_frames {pad!r} or n_frames {self.n_frames} is not a count of frames; "
+                            f"re-record or re-import it")
         for name, want in (("frames", "uint8"), ("keys", "uint8")):
             if arrays[name].dtype != np.dtype(want):
                 raise UserError(f"{self.path}: {name} are {arrays[name].dtype}, not {want}; re-record or re-import it")

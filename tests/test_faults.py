@@ -169,3 +169,9 @@ def test_resuming_with_another_head_is_refused(cache, tmp_path):  # noqa: F811
     with pytest.raises(UserError, match=r"last.pt: made with other head settings \(--kind"):
         train(s)
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 20
+
+
+def test_an_empty_folder_made_beforehand_becomes_the_cache(recordings, tmp_path):
+    (tmp_path / "cache").mkdir()
+    cache = extract(extract_settings(recordings, tmp_path / "cache"), log=silent)
+    assert [e.id for e in cache.episodes()] == ["a.zarr", "b.zarr"] and all(e.complete() for e in cache.episodes())

@@ -231,6 +231,12 @@ CASES = {
     "demo --out is a file": ("tools.demo", "--out {w}/f", "--out {w}/f: is a file", file_at("f")),
     "bench --out is a file": ("tools.bench", "--out {w}/f --skip backbone,stage1,p1,p3,p4,cache_bytes",
                               "--out {w}/f: is a file", file_at("f")),
+    "features --cache is a file": (F, FEATURES.replace("new-cache", "f"), "--cache {w}/f: is a file", file_at("f")),
+    "ablate --out is a file": ("train_head.ablate", "--cache {w}/cache --out {w}/f --steps 2", "--out {w}/f: is a file",
+                               file_at("f")),
+    "features --recordings is a file": (F, FEATURES.replace("{w}/rec", "{w}/f"), "{w}/f: is a file, not", file_at("f")),
+    "features: fps attribute missing": (F, FEATURES + " --strict", "a.zarr: its fps attribute is None",
+                                        lambda w, _: zarr.open_group(w / A, mode="r+").attrs.__delitem__("fps")),
     # runs and state
     "train into an earlier run": (T, TRAIN, "already holds a run (last.pt); pass --resume", fake_run),
     "train --resume with nothing to resume": (T, TRAIN + " --resume", "--resume: {w}/run/last.pt does not exist", None),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.errors import disk_faults, run_cli
+from data.errors import UserError, disk_faults, run_cli
 from train_head.train import TrainSettings, train
 
 
@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     add_head_arguments(p)
     args = p.parse_args(argv)
     base = settings_from_args(args, args.cache, args.out)
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out}: is a file; give a folder for the ablation")
     rows = run_grid(base, default_grid(args.label_shift), args.seeds, args.out)
     with disk_faults(args.out, kept="every trained run is kept in its folder"):
         args.out.mkdir(parents=True, exist_ok=True)
