@@ -114,6 +114,9 @@ class SequenceSampler:
                 raise UserError(f"{cache.path}: has no features for {seg_path}; run stage 1 on it first")
             if not ep.complete():
                 raise UserError(f"{cache.path}: extraction of {ep.id} is unfinished; rerun python -m extract_features")
+            if (problem := ep.damage()) is not None:
+                raise UserError(f"{cache.path}: episode {ep.id} is damaged ({problem}); delete "
+                                f"{cache.path / 'episodes' / ep.id} and rerun python -m extract_features")
             rec = Episode(ep.recording)
             self.episodes.append(ep)
             self.keys.append(rec.keys[:])

@@ -97,11 +97,31 @@ class CachedEpisode:
     def complete(self) -> bool:
         return all(self.done(v).all() for v in self.variants)
 
+    def damage(self) -> str | None:
+        """What is wrong with the token chunk files on disk, or None: a missing one (zarr would read it as
+        zeros) or one of the wrong size. One stat per chunk; chunks of a cache made elsewhere than a local
+        disk are not checked."""
+        for variant in self.variants:
+            for name, array in self.group[variant].arrays():
+                folder = _raw_chunk_folder(array)
+                if name == "done" or folder is None:
+                    continue
+                size = array.chunks[0] * int(np.prod(array.shape[1:])) * array.dtype.itemsize
+                for chunk in range(-(-array.shape[0] // array.chunks[0])):
+                    key = array.metadata.encode_chunk_key((chunk,) + (0,) * (array.ndim - 1))
+                    try:
+                        found = (folder / key).stat().st_size
+                    except FileNotFoundError:
+                        return f"{variant}/{name} chunk {key} is missing"
+                    if found != size:
+                        return f"{variant}/{name} chunk {key} holds {found} bytes, not {size}"
+        return None
+
     def write_block(self, variant: str, block: int, arrays: dict[str, np.ndarray]) -> None:
         """Write one block of every array, then mark it done (a kill in between redoes the block)."""
         start, stop = self.block_range(block)
-        for name, values in arrays.items():
-            self.group[f"{variant}/{name}"][start:stop] = values
+        for name, values in arrays.items():  # zeros too: a missing chunk file then always means damage
+            self.group[f"{variant}/{name}"].with_config({"write_empty_chunks": True})[start:stop] = values
         self.group[f"{variant}/done"][block] = 1
 
     def read(self, variant: str, start: int = 0, stop: int | None = None,
@@ -272,16 +292,17 @@ class FeatureCache:
         group = self.group["episodes"].create_group(episode_id)
         group.create_array("rows", data=np.asarray(rows, dtype=np.int64))
         int8 = self.spec["reduction"]["dtype"] == "int8"
+        raw = {"compressors": None}
         for v in variants:
             group.create_array(f"{v}/patch", shape=(n, p, c), chunks=(block, p, c),
-                               dtype="int8" if int8 else "float16", compressors=None)
+                               dtype="int8" if int8 else "float16", **raw)
             if int8:
-                group.create_array(f"{v}/scale", shape=(n, p), chunks=(block, p), dtype="float16", compressors=None)
-            group.create_array(f"{v}/cls", shape=(n, full), chunks=(block, full), dtype="float16", compressors=None)
+                group.create_array(f"{v}/scale", shape=(n, p), chunks=(block, p), dtype="float16", **raw)
+            group.create_array(f"{v}/cls", shape=(n, full), chunks=(block, full), dtype="float16", **raw)
             if self.spec["registers"]:
                 r = int(self.spec["registers"])
                 group.create_array(f"{v}/registers", shape=(n, r, full), chunks=(block, r, full),
-                                   dtype="float16", compressors=None)
+                                   dtype="float16", **raw)
             group.create_array(f"{v}/done", shape=(-(-n // block),), chunks=(4096,), dtype="uint8", fill_value=0)
         # attributes last: an episode group without them is half-made and is rebuilt
         group.attrs.update({"recording": str(recording), "source_digest": digest, "kind": kind,

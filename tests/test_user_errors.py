@@ -199,6 +199,10 @@ CASES = {
     "replay: damaged episode": (R, "{w}/" + A + " --ckpt {ckpt} --out {w}/r.mp4", "a.zarr: frames chunk", delete_frame_chunk),
     "train: a cached recording damaged since": (T, TRAIN, "a.zarr: timestamps are not all finite",
                                                 set_rows("t", lambda t: t.__setitem__(5, np.inf))),
+    "train: a cache chunk deleted": (T, TRAIN, "episode a.zarr is damaged (clean/cls chunk c/1/0 is missing)",
+                                     lambda w, _: (w / "cache/episodes/a.zarr/clean/cls/c/1/0").unlink()),
+    "train: a cache chunk truncated": (T, TRAIN, "episode b.zarr is damaged (clean/patch chunk c/0/0/0 holds 10 bytes",
+                                       lambda w, _: (w / "cache/episodes/b.zarr/clean/patch/c/0/0/0").write_bytes(b"x" * 10)),
     # outputs: paths that cannot be written, disk faults at the first write
     "inspect --montage under a file": (I, "{w}/rec --montage {w}/f/m.png", "--montage {w}/f/m.png: {w}/f is a file",
                                        file_at("f")),
