@@ -57,7 +57,11 @@ class ScreenSource:
         import mss
 
         self.region = region
-        self._sct = mss.mss()
+        try:
+            self._sct = mss.mss()
+        except Exception as e:  # no display (a Linux server), no permission: mss raises its own types
+            raise UserError(f"cannot capture the screen ({type(e).__name__}: {e}); run on the machine that "
+                            f"shows the game") from None
         self._box = {"left": region.left, "top": region.top, "width": region.width, "height": region.height}
 
     def grab(self) -> np.ndarray:

@@ -71,7 +71,8 @@ def extract(settings: ExtractSettings, log=print) -> FeatureCache:
     all_episodes = index_episodes(settings.recordings, kinds=list(settings.kinds) if settings.kinds else None,
                                   strict=settings.strict)
     if not all_episodes:
-        raise UserError(f"no episodes in {', '.join(map(str, settings.recordings))}")
+        kinds = f" of kind {', '.join(settings.kinds)}" if settings.kinds else ""
+        raise UserError(f"no episodes{kinds} in {', '.join(map(str, settings.recordings))}")
     profile = _profile(settings, all_episodes)
     k, n = settings.shard
     mine = [e for i, e in enumerate(all_episodes) if i % n == k - 1]
