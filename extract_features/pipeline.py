@@ -73,7 +73,7 @@ def extract(settings: ExtractSettings, log=print) -> FeatureCache:
     if not all_episodes:
         kinds = f" of kind {', '.join(settings.kinds)}" if settings.kinds else ""
         raise UserError(f"no episodes{kinds} in {', '.join(map(str, settings.recordings))}")
-    profile = _profile(settings, all_episodes)
+    profile, all_episodes = _profile(settings, all_episodes, log)
     k, n = settings.shard
     mine = [e for i, e in enumerate(all_episodes) if i % n == k - 1]
 
@@ -112,16 +112,23 @@ def extract(settings: ExtractSettings, log=print) -> FeatureCache:
     return cache
 
 
-def _profile(settings: ExtractSettings, episodes: list[EpisodeInfo]) -> GameProfile:
+def _profile(settings: ExtractSettings, episodes: list[EpisodeInfo], log) -> tuple[GameProfile, list[EpisodeInfo]]:
+    """The game profile, and the episodes whose frames have its size: the others are skipped with a
+    warning (refused with settings.strict); none of that size is a wrong --profile."""
     names = {e.profile for e in episodes if e.profile}
     if settings.profile is None and len(names) > 1:
         raise UserError(f"recordings mix game profiles {sorted(names)}; extract them into separate caches")
     profile = load_profile(settings.profile or (names.pop() if names else "gta5"))
-    shapes = {Episode(e.path).frame_shape for e in episodes}
-    if shapes != {profile.frame_shape}:
-        raise UserError(f"recordings have frames {sorted(shapes)}, profile {profile.name} stores "
+    shapes = {e.path: Episode(e.path).frame_shape for e in episodes}
+    fitting = [e for e in episodes if shapes[e.path] == profile.frame_shape]
+    if not fitting or (settings.strict and len(fitting) < len(episodes)):
+        raise UserError(f"recordings have frames {sorted(set(shapes.values()))}, profile {profile.name} stores "
                         f"{profile.frame_shape}; pass the right --profile")
-    return profile
+    for e in episodes:
+        if shapes[e.path] != profile.frame_shape:
+            log(f"warning: skipping {e.path}: frames {shapes[e.path]}, not the {profile.frame_shape} of profile "
+                f"{profile.name}")
+    return profile, fitting
 
 
 def _variants(profile: GameProfile, wanted: tuple[str, ...] | None) -> list[str]:

@@ -175,3 +175,13 @@ def test_an_empty_folder_made_beforehand_becomes_the_cache(recordings, tmp_path)
     (tmp_path / "cache").mkdir()
     cache = extract(extract_settings(recordings, tmp_path / "cache"), log=silent)
     assert [e.id for e in cache.episodes()] == ["a.zarr", "b.zarr"] and all(e.complete() for e in cache.episodes())
+
+
+def test_an_episode_of_another_frame_size_is_skipped(recordings, tmp_path):
+    write_episode(recordings / "small.zarr", n=20, fps=20.0, shape=(8, 8, 3))
+    warnings = []
+    cache = extract(extract_settings(recordings, tmp_path / "cache"), log=warnings.append)
+    assert [e.id for e in cache.episodes()] == ["a.zarr", "b.zarr"]
+    assert any("warning: skipping" in w and "small.zarr: frames (8, 8, 3), not the (180, 240, 3)" in w for w in warnings)
+    with pytest.raises(UserError, match="pass the right --profile"):
+        extract(extract_settings(recordings, tmp_path / "strict", strict=True), log=silent)
