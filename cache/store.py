@@ -292,17 +292,16 @@ class FeatureCache:
         group = self.group["episodes"].create_group(episode_id)
         group.create_array("rows", data=np.asarray(rows, dtype=np.int64))
         int8 = self.spec["reduction"]["dtype"] == "int8"
-        raw = {"compressors": None}
         for v in variants:
             group.create_array(f"{v}/patch", shape=(n, p, c), chunks=(block, p, c),
-                               dtype="int8" if int8 else "float16", **raw)
+                               dtype="int8" if int8 else "float16", compressors=None)
             if int8:
-                group.create_array(f"{v}/scale", shape=(n, p), chunks=(block, p), dtype="float16", **raw)
-            group.create_array(f"{v}/cls", shape=(n, full), chunks=(block, full), dtype="float16", **raw)
+                group.create_array(f"{v}/scale", shape=(n, p), chunks=(block, p), dtype="float16", compressors=None)
+            group.create_array(f"{v}/cls", shape=(n, full), chunks=(block, full), dtype="float16", compressors=None)
             if self.spec["registers"]:
                 r = int(self.spec["registers"])
                 group.create_array(f"{v}/registers", shape=(n, r, full), chunks=(block, r, full),
-                                   dtype="float16", **raw)
+                                   dtype="float16", compressors=None)
             group.create_array(f"{v}/done", shape=(-(-n // block),), chunks=(4096,), dtype="uint8", fill_value=0)
         # attributes last: an episode group without them is half-made and is rebuilt
         group.attrs.update({"recording": str(recording), "source_digest": digest, "kind": kind,

@@ -13,6 +13,8 @@ DISK_ERRORS = {errno.ENOSPC: "the disk is full; free space", errno.EDQUOT: "the 
                errno.EISDIR: "a directory stands where a file should be; choose a file name",
                errno.EEXIST: "already exists as a file; move it or choose another path",
                errno.ENOENT: "no such file or directory", errno.EIO: "input/output error (a failing disk?)"}
+# ... of those, the ones about the place written to rather than one path: named by the folder the user gave
+PLACE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
 
 class UserError(Exception):
@@ -35,11 +37,12 @@ def disk_error(e: OSError, path=None, kept: str = "") -> UserError:
 
 @contextmanager
 def disk_faults(path, kept: str = ""):
-    """Within: a disk fault (DISK_ERRORS) becomes disk_error naming `path` and saying what was kept."""
+    """Within: a fault of the place written to (PLACE_ERRORS) becomes disk_error naming `path` and saying
+    what was kept. Other path errors keep their own file name (run_cli prints them)."""
     try:
         yield
     except OSError as e:
-        if e.errno not in DISK_ERRORS:
+        if e.errno not in PLACE_ERRORS:
             raise
         raise disk_error(e, path, kept) from None
 

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 
 from data.episode import EpisodeMeta, EpisodeWriter, is_episode_dir
-from data.errors import DISK_ERRORS, UserError, disk_error, require
+from data.errors import PLACE_ERRORS, UserError, disk_error, require
 from data.labels import legacy_to_wasd
 
 STUCK_KIND = "stuck"
@@ -122,7 +122,7 @@ def import_file(source: LegacyFile, out_dir: Path, settings: ImportSettings, pro
         os.rename(partial, target)
     except BaseException as e:
         shutil.rmtree(partial, ignore_errors=True)
-        if isinstance(e, OSError) and e.errno in DISK_ERRORS:
+        if isinstance(e, OSError) and e.errno in PLACE_ERRORS:
             raise disk_error(e, out_dir, kept="the files imported before are kept: rerun to continue") from None
         if isinstance(e, OSError) and e.errno is None:  # h5py's read errors carry no errno
             raise UserError(f"{source.path}: damaged HDF5 file, cannot read its frames ({e}); "

@@ -12,7 +12,7 @@ from typing import Callable, Protocol
 import cv2
 import numpy as np
 
-from data.errors import DISK_ERRORS, disk_error, require
+from data.errors import PLACE_ERRORS, disk_error, require
 from data.episode import EpisodeMeta, EpisodeWriter
 from data.key_input import KeyState
 from data.labels import keys_text
@@ -105,7 +105,7 @@ class Recorder:
                 self._close_episode(complete=False)
             except OSError:  # the disk that failed a write may fail this one too; rows up to the last flush stay
                 pass
-            if isinstance(e, OSError) and e.errno in DISK_ERRORS:
+            if isinstance(e, OSError) and e.errno in PLACE_ERRORS:
                 raise disk_error(e, self.s.out_dir, kept="the episodes recorded so far are kept, the last one up "
                                                          "to its last flush") from None
             raise
