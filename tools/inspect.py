@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
 
     episodes = index_episodes(args.dirs, kinds=args.kind)
     if not episodes:
-        raise UserError(f"no episodes in {', '.join(map(str, args.dirs))}")
+        kinds = f" of kind {', '.join(args.kind)}" if args.kind else ""
+        raise UserError(f"no episodes{kinds} in {', '.join(map(str, args.dirs))}")
     print(episode_table(episodes, args.dirs))
     if args.montage:
         write_montage(episodes, args.montage, count=args.frames)

@@ -24,14 +24,17 @@ def add_head_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-shift", type=float, default=0.0,
                    help="predict the keys this many seconds after the last frame: the drive loop's latency")
     p.add_argument("--steps", type=int, default=2000, help="training steps (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=SamplerSettings.batch_size,
+                   help="sequences per step, at most the number of training sequences (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=OptimSettings.lr, help="peak learning rate (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mode", choices=["ram", "stream"], default="ram",
                    help="ram: load the cache into memory; stream: read blocks from disk (default: %(default)s)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--val-fraction", type=float, default=SplitSettings.val_fraction,
+                   help="share of the recordings kept for validation, in [0, 1) (default: %(default)s)")
+    p.add_argument("--eval-every", type=int, default=TrainSettings.eval_every,
+                   help="steps between evaluations and checkpoints (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in OUT (default: refuse)")
 
 
