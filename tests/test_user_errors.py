@@ -176,6 +176,9 @@ CASES = {
     "demo --minutes 0": ("tools.demo", "--out {w}/demo --minutes 0", "--minutes 0.0: must be > 0", None),
     "demo --steps 0": ("tools.demo", "--out {w}/demo --steps 0", "--steps 0: must be at least 1", None),
     "demo --tracks 0": ("tools.demo", "--out {w}/demo --tracks 0", "--tracks 0: must be at least 1", None),
+    "ablate_drive --tracks 0": ("tools.ablate_drive", "--demo {w}/demo --out {w}/ad --tracks 0",
+                                "--tracks 0: must be at least 1", None),
+    "ablate_drive --steps 0": ("tools.ablate_drive", "--demo {w}/demo --out {w}/ad --steps 0", "--steps 0: must be", None),
     "bench --threads 0": ("tools.bench", "--out {w}/bench --threads 0", "--threads 0", None),
     "bench --p3-gb 0": ("tools.bench", "--out {w}/bench --p3-gb 0", "--p3-gb 0.0", None),
     "inspect --frames 0": (I, "{w}/rec --montage {w}/m.png --frames 0", "--frames 0: must be at least 1", None),
@@ -285,5 +288,5 @@ def test_one_line_error_and_nothing_written(case, tmp_path, ckpt, monkeypatch, c
 def test_the_table_covers_every_command_and_class():
     modules = {module for module, *_ in CASES.values()}
     assert modules == {"extract_features", "train_head", "train_head.ablate", "drive", "tools.replay", "tools.inspect",
-                       "tools.import_legacy", "tools.record", "tools.demo", "tools.bench"}
+                       "tools.import_legacy", "tools.record", "tools.demo", "tools.bench", "tools.ablate_drive"}
     assert len(CASES) >= 40
