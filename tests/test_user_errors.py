@@ -182,7 +182,7 @@ CASES = {
     "bench --threads 0": ("tools.bench", "--out {w}/bench --threads 0", "--threads 0", None),
     "bench --p3-gb 0": ("tools.bench", "--out {w}/bench --p3-gb 0", "--p3-gb 0.0", None),
     "inspect --frames 0": (I, "{w}/rec --montage {w}/m.png --frames 0", "--frames 0: must be at least 1", None),
-    # damaged recordings (refused with --strict; skipped with a warning otherwise, see the tests below)
+    # damaged recordings (refused with --strict; skipped with a warning otherwise: tests/test_faults.py) and caches
     "features: deleted frame chunk": (F, FEATURES + " --strict", "a.zarr: frames chunk c/1/0/0/0 is missing",
                                       delete_frame_chunk),
     "features: truncated frame chunk": (F, FEATURES + " --strict", "a.zarr: frames chunk c/0/0/0/0 is truncated",
@@ -202,6 +202,8 @@ CASES = {
     "replay: damaged episode": (R, "{w}/" + A + " --ckpt {ckpt} --out {w}/r.mp4", "a.zarr: frames chunk", delete_frame_chunk),
     "train: a cached recording damaged since": (T, TRAIN, "a.zarr: timestamps are not all finite",
                                                 set_rows("t", lambda t: t.__setitem__(5, np.inf))),
+    "features: fps attribute missing": (F, FEATURES + " --strict", "a.zarr: its fps attribute is None",
+                                        lambda w, _: zarr.open_group(w / A, mode="r+").attrs.__delitem__("fps")),
     "train: a cache chunk deleted": (T, TRAIN, "episode a.zarr is damaged (clean/cls chunk c/1/0 is missing)",
                                      lambda w, _: (w / "cache/episodes/a.zarr/clean/cls/c/1/0").unlink()),
     "train: a cache chunk truncated": (T, TRAIN, "episode b.zarr is damaged (clean/patch chunk c/0/0/0 holds 10 bytes",
@@ -241,15 +243,13 @@ CASES = {
     "features --cache is a file": (F, FEATURES.replace("new-cache", "f"), "--cache {w}/f: is a file", file_at("f")),
     "ablate --out is a file": ("train_head.ablate", "--cache {w}/cache --out {w}/f --steps 2", "--out {w}/f: is a file",
                                file_at("f")),
-    "features --recordings is a file": (F, FEATURES.replace("{w}/rec", "{w}/f"), "{w}/f: is a file, not", file_at("f")),
-    "features: fps attribute missing": (F, FEATURES + " --strict", "a.zarr: its fps attribute is None",
-                                        lambda w, _: zarr.open_group(w / A, mode="r+").attrs.__delitem__("fps")),
     # runs and state
     "train into an earlier run": (T, TRAIN, "already holds a run (last.pt); pass --resume", fake_run),
     "train --resume with nothing to resume": (T, TRAIN + " --resume", "--resume: {w}/run/last.pt does not exist", None),
     "train --resume --overwrite": (T, TRAIN + " --resume --overwrite", "--resume and --overwrite contradict", fake_run),
     # inputs that are not there
     "features: no recordings folder": (F, FEATURES.replace("{w}/rec", "{w}/nope"), "{w}/nope: no such recordings", None),
+    "features --recordings is a file": (F, FEATURES.replace("{w}/rec", "{w}/f"), "{w}/f: is a file, not", file_at("f")),
     "train: no cache": (T, TRAIN.replace("{w}/cache", "{w}/nope"), "{w}/nope: not a feature cache", None),
     "inspect: no folder": (I, "{w}/nope", "{w}/nope: no such recordings directory", None),
     "import: no source": (IMP, "{w}/nope.h5 --out {w}/imported", "{w}/nope.h5: no such file", None),
