@@ -185,3 +185,31 @@ def test_an_episode_of_another_frame_size_is_skipped(recordings, tmp_path):
     assert any("warning: skipping" in w and "small.zarr: frames (8, 8, 3), not the (180, 240, 3)" in w for w in warnings)
     with pytest.raises(UserError, match="pass the right --profile"):
         extract(extract_settings(recordings, tmp_path / "strict", strict=True), log=silent)
+
+
+def test_a_full_disk_while_recording_keeps_the_rows_flushed_before(tmp_path, monkeypatch):
+    from data.episode import EpisodeWriter as Writer
+    from data.profiles import load_profile
+    from data.recorder import Recorder, RecorderSettings
+    from tests.test_recorder import ListFrames, ScriptedKeys
+
+    frames = np.random.default_rng(0).integers(0, 256, size=(40, 180, 240, 3), dtype=np.uint8)
+    wasd = np.zeros((40, 4), np.uint8)
+    flush, flushes = Writer.flush, []
+
+    def full_at_third_flush(self):
+        if self._buffer:
+            flushes.append(1)
+        if len(flushes) >= 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        flush(self)
+
+    monkeypatch.setattr(Writer, "flush", full_at_third_flush)
+    settings = RecorderSettings(out_dir=tmp_path / "rec", profile=load_profile("gta5"), fps=10.0, start_paused=False,
+                                flush_seconds=1e6)  # flushed every 10 rows (one chunk), never by the clock
+    with pytest.raises(UserError, match=r"rec: the disk is full; .*kept, the last one up to its last flush"):
+        Recorder(settings, ListFrames(frames), ScriptedKeys(wasd, []), status=lambda line: None).run()
+    monkeypatch.setattr(Writer, "flush", flush)
+    episode = Episode(next((tmp_path / "rec" / "regular").iterdir()))
+    assert len(episode) == 20 and not episode.complete  # two chunks of 10 rows written, then the disk was full
+    np.testing.assert_array_equal(episode.frames[:], frames[:20])
