@@ -174,6 +174,8 @@ class Rows:
             raise TypeError("index rows with an int or a slice")
         try:
             return self.array[(first, *rest)]
+        except (IndexError, TypeError):  # a wrong index, not damage
+            raise
         except Exception as e:  # numcodecs / zarr raise many types for a damaged chunk
             rows = f"{first.start}..{first.stop - 1}" if isinstance(first, slice) else first
             raise UserError(f"{self.where}: damaged data, cannot decode rows {rows} "

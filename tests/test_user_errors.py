@@ -187,6 +187,8 @@ CASES = {
                                       delete_frame_chunk),
     "features: truncated frame chunk": (F, FEATURES + " --strict", "a.zarr: frames chunk c/0/0/0/0 is truncated",
                                         truncate_frame_chunk),
+    "features: truncated keys chunk": (F, FEATURES + " --strict", "a.zarr/keys: damaged data, cannot decode rows 0..39",
+                                       lambda w, _: (w / A / "keys" / "c" / "0" / "0").write_bytes(b"\x28\xb5\x2f")),
     "features: keys stored as float with NaN": (F, FEATURES + " --strict", "a.zarr: keys are float64, not uint8",
                                                 rewrite("keys", lambda k: np.where(k == 1, np.nan, 0.0))),
     "features: keys other than 0/1": (F, FEATURES + " --strict", "a.zarr: keys hold values other than 0 and 1",
