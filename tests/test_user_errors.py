@@ -128,7 +128,7 @@ F, T, D, R, I, IMP = "extract_features", "train_head", "drive", "tools.replay", 
 FEATURES = "--recordings {w}/rec --cache {w}/new-cache --backbone vit_tiny_test --weights random --block-rows 16"
 TRAIN = "--cache {w}/cache --out {w}/run --steps 4 --eval-every 2 --batch-size 8"
 CASES = {
-    # numeric options
+    # option values
     "features --fps 0": (F, FEATURES + " --fps 0", "--fps 0.0: must be", None),
     "features --fps nan": (F, FEATURES + " --fps nan", "--fps nan: must be", None),
     "features --block-rows 0": (F, FEATURES.replace("16", "0"), "--block-rows 0: must be between 1 and", None),
@@ -175,6 +175,7 @@ CASES = {
                                 "--seed -3: must be", None),
     "demo --minutes 0": ("tools.demo", "--out {w}/demo --minutes 0", "--minutes 0.0: must be > 0", None),
     "demo --steps 0": ("tools.demo", "--out {w}/demo --steps 0", "--steps 0: must be at least 1", None),
+    "demo --backbone nope": ("tools.demo", "--out {w}/demo --backbone nope", "backbone 'nope' is unknown", None),
     "demo --tracks 0": ("tools.demo", "--out {w}/demo --tracks 0", "--tracks 0: must be at least 1", None),
     "ablate_drive --tracks 0": ("tools.ablate_drive", "--demo {w}/demo --out {w}/ad --tracks 0",
                                 "--tracks 0: must be at least 1", None),

@@ -29,7 +29,7 @@ from data.split import SplitSettings
 from drive.evaluate import evaluate_agent, evaluate_expert, format_table
 from drive.dagger import record_dagger
 from drive.expert_recording import RecordSettings, episode_prefix, record_expert
-from extract_features.backbone import RAW_PATCHES
+from extract_features.backbone import RAW_PATCHES, backbone_config
 from extract_features.pipeline import ExtractSettings, extract
 from extract_features.weights import hub_cache_path, official_url
 from train_head.heads import HeadSettings
@@ -62,6 +62,7 @@ class DemoSettings:
         require(self.dagger_minutes > 0, "--dagger-minutes", self.dagger_minutes, "> 0")
         require(self.steps >= 1, "--steps", self.steps, "at least 1")
         require(self.tracks >= 1, "--tracks", self.tracks, "at least 1 held-out track")
+        backbone_config(self.backbone)  # an unknown name fails now, not after minutes of recording
 
 
 def fast_bf16() -> bool:
