@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from cache.buffers import empty_tensor
-from data.errors import UserError
+from data.errors import UserError, require
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,8 @@ class Reduction:
             raise UserError(f"--dtype {self.dtype}: choose fp16 or int8")
         if self.pca_dim is not None and self.pca_dim < 1:
             raise UserError(f"--pca {self.pca_dim}: must be a positive number of dimensions")
+        if self.fps is not None:
+            require(0 < self.fps <= 1000, "--fps", self.fps, "a cache frame rate above 0 (frames per second, at most 1000)")
 
     def describe(self) -> dict:
         return asdict(self)

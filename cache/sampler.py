@@ -37,10 +37,11 @@ from cache.reduce import restore_tokens
 from cache.store import LAST, CachedEpisode, FeatureCache, layer_arrays
 from data.augment import AugmentSpec, variant_keys
 from data.episode import Episode
-from data.errors import UserError
+from data.errors import UserError, require
 from data.split import Segment
 
 CLEAN = "clean"
+MAX_SECONDS = 10.0  # longest --stride and --label-shift: beyond it a sequence or a prediction says nothing of driving
 T = TypeVar("T")
 
 
@@ -61,6 +62,16 @@ class SamplerSettings:
     read_ahead: int = 2  # stream mode: reads done in a background thread ahead of use (0: none). Each holds a
     #                      read's rows in memory beside the buffer's; 8 (a whole buffer) was slower on 2 busy cores
     seed: int = 0
+
+    def __post_init__(self):
+        """Refuses a bad option before any cache is read (messages name train_head's flags)."""
+        require(self.seq_len >= 1, "--seq-len", self.seq_len, "at least 1 frame")
+        require(0 < self.stride_s <= MAX_SECONDS, "--stride", self.stride_s,
+                f"a positive number of seconds between sequence frames (at most {MAX_SECONDS:g})")
+        require(0 <= self.label_shift_s <= MAX_SECONDS, "--label-shift", self.label_shift_s,
+                f"between 0 and {MAX_SECONDS:g} seconds (the drive loop's latency)")
+        require(self.batch_size >= 1, "--batch-size", self.batch_size, "at least 1 sequence")
+        require(self.seed >= 0, "--seed", self.seed, ">= 0")
 
 
 @dataclass
@@ -122,6 +133,9 @@ class SequenceSampler:
                 raise UserError(f"{cache.path}: has no features for {seg_path}; run stage 1 on it first")
             if not ep.complete():
                 raise UserError(f"{cache.path}: extraction of {ep.id} is unfinished; rerun python -m extract_features")
+            if (problem := ep.damage()) is not None:
+                raise UserError(f"{cache.path}: episode {ep.id} is damaged ({problem}); delete "
+                                f"{cache.path / 'episodes' / ep.id} and rerun python -m extract_features")
             rec = Episode(ep.recording)
             self.episodes.append(ep)
             self.keys.append(rec.keys[:])

@@ -33,7 +33,7 @@ from zarr.storage import LocalStore
 
 from cache.buffers import empty_array
 from cache.reduce import Projection, Reduction
-from data.errors import UserError
+from data.errors import UserError, disk_error
 
 FORMAT = "gta-drive-features"
 FORMAT_VERSION = 1
@@ -111,11 +111,31 @@ class CachedEpisode:
     def complete(self) -> bool:
         return all(self.done(v).all() for v in self.variants)
 
+    def damage(self) -> str | None:
+        """What is wrong with the token chunk files on disk, or None: a missing one (zarr would read it as
+        zeros) or one of the wrong size. One stat per chunk; chunks of a cache made elsewhere than a local
+        disk are not checked."""
+        for variant in self.variants:
+            for name, array in self.group[variant].arrays():
+                folder = _raw_chunk_folder(array)
+                if name == "done" or folder is None:
+                    continue
+                size = array.chunks[0] * int(np.prod(array.shape[1:])) * array.dtype.itemsize
+                for chunk in range(-(-array.shape[0] // array.chunks[0])):
+                    key = array.metadata.encode_chunk_key((chunk,) + (0,) * (array.ndim - 1))
+                    try:
+                        found = (folder / key).stat().st_size
+                    except FileNotFoundError:
+                        return f"{variant}/{name} chunk {key} is missing"
+                    if found != size:
+                        return f"{variant}/{name} chunk {key} holds {found} bytes, not {size}"
+        return None
+
     def write_block(self, variant: str, block: int, arrays: dict[str, np.ndarray]) -> None:
         """Write one block of every array, then mark it done (a kill in between redoes the block)."""
         start, stop = self.block_range(block)
-        for name, values in arrays.items():
-            self.group[f"{variant}/{name}"][start:stop] = values
+        for name, values in arrays.items():  # zeros too: a missing chunk file then always means damage
+            self.group[f"{variant}/{name}"].with_config({"write_empty_chunks": True})[start:stop] = values
         self.group[f"{variant}/done"][block] = 1
 
     def read(self, variant: str, start: int = 0, stop: int | None = None,
@@ -239,17 +259,26 @@ class FeatureCache:
         Creation is atomic (built beside, then renamed), so shards racing to create it agree.
         """
         path = Path(path)
-        if not path.exists():
+        if path.exists() and not path.is_dir():
+            raise UserError(f"--cache {path}: is a file; give a folder for the feature cache")
+        empty = path.is_dir() and not any(path.iterdir())  # a folder made beforehand becomes the cache
+        if empty or not path.exists():
             tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-            group = zarr.open_group(tmp, mode="w-", zarr_format=3)
-            group.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION,
-                                "fingerprint": spec.fingerprint(), "spec": asdict(spec)})
-            for layer, name in _pca_groups(spec.layers):
-                if projections and layer in projections:
-                    group.create_array(f"{name}/mean", data=projections[layer].mean.numpy())
-                    group.create_array(f"{name}/components", data=projections[layer].components.numpy())
-            group.create_group("episodes")
             try:
+                group = zarr.open_group(tmp, mode="w-", zarr_format=3)
+                group.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION,
+                                    "fingerprint": spec.fingerprint(), "spec": asdict(spec)})
+                for layer, name in _pca_groups(spec.layers):
+                    if projections and layer in projections:
+                        group.create_array(f"{name}/mean", data=projections[layer].mean.numpy())
+                        group.create_array(f"{name}/components", data=projections[layer].components.numpy())
+                group.create_group("episodes")
+            except OSError as e:  # full or read-only disk: leave nothing half-made behind
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise disk_error(e, path) from None
+            try:
+                if empty:
+                    path.rmdir()
                 os.rename(tmp, path)
             except OSError:  # another shard created it first
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -9,6 +9,8 @@ The attribute `n_frames` is written after the rows it counts, so an episode cut 
 """
 import hashlib
 import json
+import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -68,10 +70,12 @@ class EpisodeWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.group = zarr.open_group(self.path, mode="w-", zarr_format=3)
         lossless = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+        every = {"write_empty_chunks": True}  # a missing chunk file then always means damage, never zeros
         self.frames = self.group.create_array("frames", shape=(0, h, w, 3), chunks=(self.chunk, h, w, 3),
-                                              dtype="uint8", compressors=lossless)
-        self.keys = self.group.create_array("keys", shape=(0, 4), chunks=(self.chunk * 64, 4), dtype="uint8")
-        self.t = self.group.create_array("t", shape=(0,), chunks=(self.chunk * 64,), dtype="float64")
+                                              dtype="uint8", compressors=lossless, config=every)
+        self.keys = self.group.create_array("keys", shape=(0, 4), chunks=(self.chunk * 64, 4), dtype="uint8",
+                                            config=every)
+        self.t = self.group.create_array("t", shape=(0,), chunks=(self.chunk * 64,), dtype="float64", config=every)
         self.group.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "keys": list(KEYS),
                                  **asdict(meta), "complete": False, "n_frames": 0,
                                  "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
@@ -148,10 +152,11 @@ class EpisodeWriter:
 
 
 class Rows:
-    """A zarr array seen only up to row `n` on axis 0: rows past the last flush do not exist."""
+    """A zarr array seen only up to row `n` on axis 0: rows past the last flush do not exist.
+    A chunk that fails to decode is a UserError naming the array (`where`)."""
 
-    def __init__(self, array: zarr.Array, n: int):
-        self.array, self.n = array, n
+    def __init__(self, array: zarr.Array, n: int, where: Path | str = "array"):
+        self.array, self.n, self.where = array, n, where
         self.shape = (n, *array.shape[1:])
         self.dtype = array.dtype
 
@@ -168,11 +173,35 @@ class Rows:
             first = int(first) % self.n
         else:
             raise TypeError("index rows with an int or a slice")
-        return self.array[(first, *rest)]
+        try:
+            return self.array[(first, *rest)]
+        except (IndexError, TypeError):  # a wrong index, not damage
+            raise
+        except Exception as e:  # numcodecs / zarr raise many types for a damaged chunk
+            rows = f"{first.start}..{first.stop - 1}" if isinstance(first, slice) else first
+            raise UserError(f"{self.where}: damaged data, cannot decode rows {rows} "
+                            f"({type(e).__name__}: {e}); re-record or delete this episode") from None
 
     def __array__(self, dtype=None, copy=None):
         out = self[:]
         return out if dtype is None else out.astype(dtype)
+
+
+def _chunk_problem(folder: Path, array: zarr.Array, n: int) -> str | None:
+    """What is wrong with the chunk files that rows [0, n) need: absent, or (Blosc) shorter than the size
+    written in their header. None when they look whole."""
+    blosc = any(isinstance(c, BloscCodec) for c in array.metadata.codecs)
+    for chunk in range(-(-n // array.chunks[0])):
+        key = array.metadata.encode_chunk_key((chunk,) + (0,) * (array.ndim - 1))
+        try:
+            with open(folder / key, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                header = f.read(16) if blosc else b""
+        except FileNotFoundError:
+            return f"{folder.name} chunk {key} is missing (rows {chunk * array.chunks[0]}...)"
+        if blosc and (len(header) < 16 or int.from_bytes(header[12:16], "little") != size):
+            return f"{folder.name} chunk {key} is truncated ({size} bytes)"
+    return None
 
 
 class Episode:
@@ -198,7 +227,37 @@ class Episode:
         if min(frames.shape[0], keys.shape[0], t.shape[0]) < n:
             raise UserError(f"{self.path}: corrupt episode store (n_frames={n} but arrays hold fewer rows)")
         self.n_frames = n
-        self.frames, self.keys, self.t = Rows(frames, n), Rows(keys, n), Rows(t, n)
+        self.frames, self.keys, self.t = (Rows(a, n, self.path / name) for name, a in arrays.items())
+        self._check(arrays)
+
+    def _check(self, arrays: dict[str, zarr.Array]) -> None:
+        """Refuse what would otherwise be read as something else: a missing or truncated chunk (zarr reads
+        a missing one as zeros), labels other than 0/1, timestamps that are not finite and increasing.
+        Reads keys and t (small) and the first bytes of each frame chunk, never the frames themselves."""
+        fps, pad = self.attrs.get("fps"), self.attrs.get("pad_frames", 0)
+        if not (isinstance(fps, (int, float)) and 0 < fps < math.inf):
+            raise UserError(f"{self.path}: its fps attribute is {fps!r}, not a positive number; re-record or re-import it")
+        if not (isinstance(pad, int) and pad >= 0) or self.n_frames < 0:
+            raise UserError(f"{self.path}: pad_frames {pad!r} or n_frames {self.n_frames} is not a count of frames; "
+                            f"re-record or re-import it")
+        for name, want in (("frames", "uint8"), ("keys", "uint8")):
+            if arrays[name].dtype != np.dtype(want):
+                raise UserError(f"{self.path}: {name} are {arrays[name].dtype}, not {want}; re-record or re-import it")
+        if arrays["t"].dtype.kind != "f":
+            raise UserError(f"{self.path}: timestamps are {arrays['t'].dtype}, not float; re-record or re-import it")
+        for name, array in arrays.items():
+            problem = _chunk_problem(self.path / name, array, self.n_frames)
+            if problem:
+                raise UserError(f"{self.path}: {problem}; the recording is damaged: re-record or delete it")
+        keys, t = self.keys[:], self.t[:]
+        if keys.size and keys.max() > 1:
+            raise UserError(f"{self.path}: keys hold values other than 0 and 1 (max {keys.max()}); re-record or re-import it")
+        if not np.isfinite(t).all():
+            raise UserError(f"{self.path}: timestamps are not all finite (row {int(np.argmin(np.isfinite(t)))}); "
+                            f"re-record or re-import it")
+        if len(t) > 1 and not (np.diff(t) > 0).all():
+            raise UserError(f"{self.path}: timestamps go backwards or stand still at row "
+                            f"{int(np.argmin(np.diff(t) > 0)) + 1}; re-record or re-import it")
 
     def __len__(self) -> int:
         return self.n_frames

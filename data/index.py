@@ -50,7 +50,7 @@ def index_episodes(roots: list[str | Path], kinds: list[str] | None = None,
     found = []
     for root in map(Path, roots):
         if not root.is_dir():
-            raise UserError(f"{root}: no such recordings directory")
+            raise UserError(f"{root}: {'is a file, not' if root.exists() else 'no such'} recordings directory")
         for path in _candidates(root):
             try:
                 if not is_episode_dir(path):

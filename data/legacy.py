@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 
 from data.episode import EpisodeMeta, EpisodeWriter, is_episode_dir
-from data.errors import UserError
+from data.errors import PLACE_ERRORS, UserError, disk_error, require
 from data.labels import legacy_to_wasd
 
 STUCK_KIND = "stuck"
@@ -22,6 +22,11 @@ class ImportSettings:
     kind: str | None = None  # None: the name of the file's parent directory
     profile: str = "gta5"
     rows_per_read: int = 2000
+
+    def __post_init__(self):
+        require(1 <= self.fps <= 1000, "--fps", self.fps, "the recording rate, 1 to 1000 frames per second")
+        require(self.stuck_pad_frames >= 0, "--stuck-pad-frames", self.stuck_pad_frames, ">= 0 frames")
+        require(self.rows_per_read >= 1, "rows_per_read", self.rows_per_read, "at least 1")
 
 
 @dataclass(frozen=True)
@@ -115,7 +120,12 @@ def import_file(source: LegacyFile, out_dir: Path, settings: ImportSettings, pro
                     progress(stop - start)
             writer.close(fps=settings.fps)
         os.rename(partial, target)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in PLACE_ERRORS:
+            raise disk_error(e, out_dir, kept="the files imported before are kept: rerun to continue") from None
+        if isinstance(e, OSError) and e.errno is None:  # h5py's read errors carry no errno
+            raise UserError(f"{source.path}: damaged HDF5 file, cannot read its frames ({e}); "
+                            f"leave it out or copy it again") from None
         raise
     return target

@@ -12,6 +12,7 @@ from typing import Callable, Protocol
 import cv2
 import numpy as np
 
+from data.errors import PLACE_ERRORS, disk_error, require
 from data.episode import EpisodeMeta, EpisodeWriter
 from data.key_input import KeyState
 from data.labels import keys_text
@@ -41,6 +42,15 @@ class RecorderSettings:
     max_seconds: float | None = None  # stop after this much wall time
     flush_seconds: float = 1.0
     capture: dict | None = None  # capture geometry, stored with each episode
+
+    def __post_init__(self):
+        if self.fps is not None:
+            require(1 <= self.fps <= 1000, "--fps", self.fps, "1 to 1000 frames per second")
+        require(self.pad_seconds >= 0, "--pad-seconds", self.pad_seconds, ">= 0 seconds")
+        require(self.discard_seconds >= 0, "--discard-seconds", self.discard_seconds, ">= 0 seconds")
+        if self.max_seconds is not None:
+            require(self.max_seconds > 0, "--minutes", self.max_seconds / 60, "> 0 minutes")
+        require(self.flush_seconds > 0, "flush_seconds", self.flush_seconds, "> 0 seconds")
 
 
 class Recorder:
@@ -90,8 +100,14 @@ class Recorder:
                     next_tick = now
         except KeyboardInterrupt:
             pass
-        except BaseException:
-            self._close_episode(complete=False)
+        except BaseException as e:
+            try:
+                self._close_episode(complete=False)
+            except OSError:  # the disk that failed a write may fail this one too; rows up to the last flush stay
+                pass
+            if isinstance(e, OSError) and e.errno in PLACE_ERRORS:
+                raise disk_error(e, self.s.out_dir, kept="the episodes recorded so far are kept, the last one up "
+                                                         "to its last flush") from None
             raise
         finally:
             self._close_episode()

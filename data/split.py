@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data.errors import require
 from data.index import EpisodeInfo
 
 
@@ -27,6 +28,11 @@ class SplitSettings:
     min_units: int = 10  # below this many episodes, cut episodes into time blocks
     block_seconds: float = 30.0  # length of those blocks
 
+    def __post_init__(self):
+        require(0 <= self.val_fraction < 1, "--val-fraction", self.val_fraction,
+                "a share in [0, 1): the part of the recordings kept for validation")
+        require(self.seed >= 0, "--seed", self.seed, ">= 0")
+
 
 @dataclass(frozen=True)
 class Split:
@@ -39,8 +45,6 @@ def split_episodes(episodes: list[EpisodeInfo], settings: SplitSettings = SplitS
 
     The result depends only on the episodes' paths and lengths and on the settings.
     """
-    if not 0.0 <= settings.val_fraction < 1.0:
-        raise ValueError("val_fraction must be in [0, 1)")
     episodes = sorted(episodes, key=lambda e: str(e.path))
     units = [Segment(e.path, 0, e.n_frames) for e in episodes if e.n_frames > 0]
     if len(units) < settings.min_units:

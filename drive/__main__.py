@@ -12,11 +12,12 @@ import dataclasses
 import os
 from pathlib import Path
 
-from data.errors import UserError, run_cli
+from data.errors import UserError, require, run_cli
+from data.paths import check_writable
+from data.profiles import load_profile
 from data.screen import Region
 from drive.agent import Agent, load_agent
-from data.profiles import load_profile
-from drive.carracing import CarRacingGame, GameSettings
+from drive.carracing import CarRacingGame, GameSettings, check_latency
 from drive.controller import ControllerSettings
 from drive.gta5.scancodes import key_name
 from drive.takeover import TakeoverSettings, default_context_s
@@ -117,20 +118,28 @@ def check_args(args) -> None:
             raise UserError("--max-decisions works for a single run; --eval drives every track to its end")
         if args.table and not args.eval:
             raise UserError("--table is written by --eval; add --eval --seeds A-B")
-        if args.table and args.table.is_dir():
-            raise UserError(f"--table {args.table}: is a directory; give a file name such as eval.md")
-        if args.latency is not None and not args.latency > 0:
-            raise UserError(f"--latency {args.latency}: must be > 0 seconds (or leave it out to use the wall time)")
+        if args.table:
+            check_writable(args.table, "--table")
+        check_latency(args.latency)
         if args.video:
             check_video_path(args.video)
         if args.max_steps is not None and args.max_steps < 1:
             raise UserError(f"--max-steps {args.max_steps}: must be at least 1")
     if args.telemetry and args.telemetry.exists():
         raise UserError(f"{args.telemetry}: already exists; choose a new --telemetry file")
+    if args.telemetry:
+        check_writable(args.telemetry, "--telemetry")
     if args.max_decisions < 0:
         raise UserError(f"--max-decisions {args.max_decisions}: must be >= 0")
     if args.record_corrections is not None:
         takeover_settings(args).check()
+    require(0 < args.watchdog <= 60, "--watchdog", args.watchdog, "> 0 seconds (and at most 60)")
+    if args.seed is not None:
+        require(args.seed >= 0, "--seed", args.seed, "a track number >= 0")
+    if args.max_seconds is not None:
+        require(args.max_seconds > 0, "--max-seconds", args.max_seconds, "> 0 seconds")
+    if args.countdown is not None:
+        require(0 <= args.countdown <= 600, "--countdown", args.countdown, "between 0 and 600 seconds")
     controller_settings(args, ControllerSettings()).check()
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from gymnasium.envs.box2d.car_dynamics import Car
 from gymnasium.envs.box2d.car_racing import FPS, PLAYFIELD, TRACK_WIDTH
 
-from data.errors import UserError
+from data.errors import UserError, require
 from data.labels import KEYS
 from data.profiles import load_profile
 from drive import hood_game as hood
@@ -268,6 +268,16 @@ class CarRacingGame:
         self.stats.tiles_visited = int(self.env.tile_visited_count)
 
 
+MAX_LATENCY_S = 5.0  # a longer thinking time is no driving: the car goes blind for seconds
+
+
+def check_latency(latency: float | None) -> None:
+    """A fixed thinking time is above 0 and at most MAX_LATENCY_S; None means measured wall time."""
+    if latency is not None:
+        require(0 < latency <= MAX_LATENCY_S, "--latency", latency,
+                f"> 0 and at most {MAX_LATENCY_S:g} seconds (or leave it out to use the measured time)")
+
+
 class RealTimeGame:
     """The game as a live loop sees it: it keeps running while the model thinks.
 
@@ -278,8 +288,7 @@ class RealTimeGame:
 
     def __init__(self, game: CarRacingGame, latency: float | None = None,
                  clock: Callable[[], float] = time.perf_counter):
-        if latency is not None and not latency > 0:
-            raise UserError(f"--latency {latency}: must be > 0 seconds (or leave it out to use the measured time)")
+        check_latency(latency)
         self.game, self.latency, self.clock = game, latency, clock
         self._last = None
 

@@ -27,7 +27,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from data.episode import EpisodeMeta, EpisodeWriter
-from data.errors import UserError
+from data.errors import UserError, require
 from data.labels import KEYS
 from data.profiles import load_profile
 from drive.carracing import PLAYFIELD, ROAD_HALF_WIDTH, CarRacingGame, GameSettings, TrackStats
@@ -105,6 +105,7 @@ def record_expert(out_dir: str | Path, minutes: float, seed: int = 0, settings: 
     settings.check()
     if not minutes > 0:
         raise UserError(f"--minutes {minutes}: must be > 0")
+    require(seed >= 0, "--seed", seed, "a track number >= 0")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir}: is a file; give a directory for the recordings")

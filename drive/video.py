@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from data.errors import UserError
+from data.paths import check_writable
 from data.labels import KEYS
 
 PANEL_HEIGHT = 64
@@ -17,12 +18,7 @@ ON, OFF, BAR, TEXT = (60, 200, 60), (70, 70, 70), (230, 180, 40), (235, 235, 235
 
 
 def check_video_path(path: str | Path, flag: str = "--video") -> Path:
-    path = Path(path)
-    if path.suffix.lower() != ".mp4":
-        raise UserError(f"{flag} {path}: must end in .mp4")
-    if path.is_dir():
-        raise UserError(f"{flag} {path}: is a directory; give a file name ending in .mp4")
-    return path
+    return check_writable(path, flag, (".mp4",))
 
 
 class VideoWriter:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from cache.reduce import Reduction
 from data.errors import UserError, run_cli
-from extract_features.estimate import estimate, profile_reduction, recordings_profile, reduction_text
-from extract_features.pipeline import ExtractSettings, extract
+from extract_features.estimate import OFF, estimate, profile_reduction, reduction_text
+from data.paths import check_output_folder
+from extract_features.pipeline import ExtractSettings, extract, select_episodes
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -28,6 +29,14 @@ def parse_shard(text: str) -> tuple[int, int]:
     return k, n
 
 
+def number_or_off(kind):
+    """An argparse type: a number of this kind, or the word that turns the profile's default off."""
+    def parse(text: str):
+        return OFF if text.strip().lower() == OFF else kind(text)
+    parse.__name__ = kind.__name__  # argparse names the type in its error
+    return parse
+
+
 def parse_layers(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(","))
@@ -35,7 +44,7 @@ def parse_layers(text: str) -> tuple[int, ...]:
         raise UserError(f"--layers {text!r}: expected block numbers separated by commas, e.g. 5,8") from None
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m extract_features", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
     p.add_argument("--recordings", nargs="+", type=Path, required=True, metavar="DIR", help="recordings directories")
@@ -50,10 +59,10 @@ def main() -> None:
                    help="official (torch hub cache / download), a .pth file, a Hugging Face folder, or random")
     p.add_argument("--profile", help="game profile (default: the one the episodes were recorded with)")
     p.add_argument("--dtype", choices=["fp16", "int8"], help="stored token type (default: the profile's, else fp16)")
-    p.add_argument("--pca", type=int, metavar="K", help="project tokens to K channels (PCA fitted on clean frames); "
-                                                        "0: every channel (default: the profile's)")
-    p.add_argument("--fps", type=float, help="cache frame rate, below the recording rate; 0: every recorded frame "
-                                             "(default: the profile's)")
+    p.add_argument("--pca", type=number_or_off(int), metavar="K", help="project tokens to K channels (PCA fitted "
+                   f"on clean frames); {OFF}: every channel (default: the profile's)")
+    p.add_argument("--fps", type=number_or_off(float), help="cache frame rate, below the recording rate; "
+                   f"{OFF}: every recorded frame (default: the profile's)")
     p.add_argument("--estimate", action="store_true",
                    help="print frames, variants, bytes/frame, total size and free disk, then stop (no backbone run)")
     p.add_argument("--variants", help="comma-separated augmentation variants (default: all of the profile's)")
@@ -67,20 +76,24 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone (GPU)")
     p.add_argument("--refresh", action="store_true", help="re-extract recordings that changed since extraction")
     p.add_argument("--kind", action="append", help="only episodes of this kind (repeatable)")
-    args = p.parse_args()
+    p.add_argument("--strict", action="store_true",
+                   help="a damaged recording is an error (default: skipped with a warning naming it)")
+    args = p.parse_args(argv)
     settings = ExtractSettings(
         recordings=args.recordings, cache=args.cache, backbone=args.backbone, weights=args.weights,
         profile=args.profile, reduction=Reduction(), layers=args.layers,
         variants=tuple(args.variants.split(",")) if args.variants else None, augment_seed=args.seed,
         block_rows=args.block_rows, batch_size=args.batch_size, shard=args.shard, device=args.device,
-        bf16={"auto": None, "on": True, "off": False}[args.bf16], compile=args.compile, refresh=args.refresh, kinds=tuple(args.kind) if args.kind else None)
-    episodes, profile = recordings_profile(settings)
+        bf16={"auto": None, "on": True, "off": False}[args.bf16], compile=args.compile, refresh=args.refresh, kinds=tuple(args.kind) if args.kind else None,
+        strict=args.strict)
+    check_output_folder(settings.cache, "--cache")
+    episodes, profile = select_episodes(settings)
     settings = replace(settings, reduction=profile_reduction(profile, args.dtype, args.pca, args.fps))
     if args.estimate:
         print(estimate(settings, episodes).describe())
         return
     print(f"cache: {reduction_text(settings.reduction)} (profile {profile.name}; --dtype, --pca, --fps override)")
-    cache = extract(settings)
+    cache = extract(settings, selected=(episodes, profile))
     print(f"done: {cache.path} (fingerprint {cache.fingerprint})")
 
 

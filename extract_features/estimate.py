@@ -10,10 +10,10 @@ from pathlib import Path
 from cache.reduce import Reduction
 from data.episode import Episode
 from data.errors import UserError
-from data.index import EpisodeInfo, index_episodes
+from data.index import EpisodeInfo
 from data.profiles import GameProfile
 from extract_features.backbone import backbone_config
-from extract_features.pipeline import ExtractSettings, _profile, _variants, cache_rows
+from extract_features.pipeline import ExtractSettings, _profile, _variants, cache_rows, select_episodes
 from extract_features.preprocess import PreprocessSettings, patch_grid
 
 GB = 1e9
@@ -86,21 +86,13 @@ class Estimate:
             + ("fits" if self.fits else f"does NOT fit; {fit_advice(self)}")])
 
 
-def recordings_profile(settings: ExtractSettings) -> tuple[list[EpisodeInfo], GameProfile]:
-    """The episodes to extract (every shard's) and the game profile they are extracted with."""
-    episodes = index_episodes(settings.recordings, kinds=list(settings.kinds) if settings.kinds else None)
-    if not episodes:
-        raise UserError(f"no episodes in {', '.join(map(str, settings.recordings))}")
-    return episodes, _profile(settings, episodes)
-
-
 def estimate(settings: ExtractSettings, episodes: list[EpisodeInfo] | None = None,
              free_disk=disk_free) -> Estimate:
     """What extracting with these settings stores; episodes: already indexed (all of them, every shard)."""
     if episodes is None:
-        episodes, profile = recordings_profile(settings)
+        episodes, profile = select_episodes(settings, log=lambda *a: None)
     else:
-        profile = _profile(settings, episodes)
+        profile, episodes = _profile(settings, episodes, log=lambda *a: None)
     variants = tuple(_variants(profile, settings.variants))
     config = backbone_config(settings.backbone)
     h, w, _ = profile.frame_shape
@@ -128,7 +120,7 @@ def fit_advice(est: Estimate) -> str:
     small = replace(r, dtype="int8", pca_dim=min(r.pca_dim or SHRINK_PCA, SHRINK_PCA))
     if small.pca_dim != r.pca_dim:
         steps.append(("--pca", str(SHRINK_PCA), dict(reduction=small)))
-    fps = r.fps or max(e.fps for e in recordings_profile(s)[0])
+    fps = r.fps or max(e.fps for e in select_episodes(s, log=lambda *a: None)[0])
     for factor in (2, 4):
         steps.append(("--fps", f"{fps / factor:g}", dict(reduction=replace(small, fps=fps / factor))))
     if len(est.variants) > 2:
@@ -152,13 +144,16 @@ def require_space(settings: ExtractSettings, episodes: list[EpisodeInfo], free_d
     return est
 
 
-def profile_reduction(profile: GameProfile, dtype: str | None = None, pca_dim: int | None = None,
-                      fps: float | None = None) -> Reduction:
-    """The profile's cache defaults ([cache] in its TOML) with the flags given over them;
-    pca_dim 0 / fps 0: none (every channel / every recorded frame)."""
+OFF = "none"  # --pca none: every channel; --fps none: every recorded frame
+
+
+def profile_reduction(profile: GameProfile, dtype: str | None = None, pca_dim: int | str | None = None,
+                      fps: float | str | None = None) -> Reduction:
+    """The profile's cache defaults ([cache] in its TOML) with the flags given over them; OFF turns a
+    default off. Numbers pass as given, so a bad one (--fps 0) is refused by Reduction's checks."""
     values = dict(profile.cache)
     for name, value in (("dtype", dtype), ("pca_dim", pca_dim), ("fps", fps)):
         if value is not None:
-            values[name] = value or None
+            values[name] = None if value == OFF else value
     return Reduction(**values)
 

@@ -18,11 +18,15 @@ from cache.reduce import Projection, Reduction, reduce_tokens
 from cache.store import LAST, CachedEpisode, CacheSpec, FeatureCache, episode_id, layer_arrays
 from data.augment import apply_variant
 from data.episode import Episode
-from data.errors import UserError
+from data.errors import UserError, disk_faults, require
 from data.index import EpisodeInfo, index_episodes
+from data.paths import check_output_folder
 from data.profiles import GameProfile, load_profile
 from extract_features.backbone import RAW_PATCHES, FeatureExtractor, backbone_config, load_backbone, pick_device, preprocess_settings
 from extract_features.preprocess import patch_grid
+
+
+MAX_BLOCK_ROWS = 8192
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,15 @@ class ExtractSettings:
     refresh: bool = False  # re-extract recordings that changed since extraction
     kinds: tuple[str, ...] | None = None
     progress: bool = True
+    strict: bool = False  # a damaged recording is an error instead of being skipped with a warning
+
+    def __post_init__(self):
+        """Refuses a bad option before anything is read or written (so it never reaches a fingerprint)."""
+        require(1 <= self.block_rows <= MAX_BLOCK_ROWS, "--block-rows", self.block_rows,
+                f"between 1 and {MAX_BLOCK_ROWS} frames (a block is one chunk, held in memory)")
+        require(self.batch_size >= 1, "--batch-size", self.batch_size, "at least 1 frame")
+        k, n = self.shard
+        require(1 <= k <= n, "--shard", f"{k}/{n}", "K/N with K between 1 and N")
 
 
 @dataclass
@@ -55,15 +68,27 @@ class _Work:
     variants: list[str]
 
 
-def extract(settings: ExtractSettings, log=print, free_disk=None) -> FeatureCache:
-    """free_disk(path) -> free bytes there (default: the disk's); a cache that will not fit is refused."""
+def select_episodes(settings: ExtractSettings, log=print) -> tuple[list[EpisodeInfo], GameProfile]:
+    """The episodes to extract (every shard's; damaged ones skipped with a warning, or refused with
+    settings.strict) and the game profile they are extracted with."""
+    episodes = index_episodes(settings.recordings, kinds=list(settings.kinds) if settings.kinds else None,
+                              strict=settings.strict)
+    if not episodes:
+        kinds = f" of kind {', '.join(settings.kinds)}" if settings.kinds else ""
+        raise UserError(f"no episodes{kinds} in {', '.join(map(str, settings.recordings))}")
+    profile, episodes = _profile(settings, episodes, log)
+    return episodes, profile
+
+
+def extract(settings: ExtractSettings, log=print, free_disk=None,
+            selected: tuple[list[EpisodeInfo], GameProfile] | None = None) -> FeatureCache:
+    """free_disk(path) -> free bytes there (default: the disk's); a cache that will not fit is refused.
+    selected: select_episodes' result when the caller has it already (its warnings are not repeated)."""
     from extract_features.estimate import disk_free, require_space  # it sizes caches with this module's helpers
 
+    check_output_folder(settings.cache, "--cache")
     device = pick_device(settings.device)
-    all_episodes = index_episodes(settings.recordings, kinds=list(settings.kinds) if settings.kinds else None)
-    if not all_episodes:
-        raise UserError(f"no episodes in {', '.join(map(str, settings.recordings))}")
-    profile = _profile(settings, all_episodes)
+    all_episodes, profile = selected or select_episodes(settings, log)
     require_space(settings, all_episodes, free_disk or disk_free)
     k, n = settings.shard
     mine = [e for i, e in enumerate(all_episodes) if i % n == k - 1]
@@ -90,13 +115,17 @@ def extract(settings: ExtractSettings, log=print, free_disk=None) -> FeatureCach
     if settings.reduction.pca_dim and cache.projection is None:
         raise UserError(f"{settings.cache}: has no PCA but --pca was asked; use another --cache directory")
 
-    work = _plan(cache, mine, variants, settings)
-    total = sum((stop - start) * len(item.variants) for item in work
-                for start, stop in [item.episode.block_range(item.block)])
-    log(f"{len(mine)} episodes ({len(all_episodes)} in all), variants {', '.join(variants)}: "
-        f"{total} frames to extract into {settings.cache}")
-    if total:
-        _run(work, profile, extractor, cache, settings, total)
+    with disk_faults(settings.cache, kept="the blocks written so far are kept: rerun the same command to continue"):
+        work = _plan(cache, mine, variants, settings)
+        total = sum((stop - start) * len(item.variants) for item in work
+                    for start, stop in [item.episode.block_range(item.block)])
+        log(f"{len(mine)} episodes ({len(all_episodes)} in all), variants {', '.join(variants)}: "
+            f"{total} frames to extract into {settings.cache}")
+        if total:
+            damaged = _run(work, profile, extractor, cache, settings, total)
+            for episode_id, problem in damaged.items():
+                cache.remove_episode(episode_id)  # half-extracted: the rerun after a fix starts it afresh
+                log(f"warning: skipped {problem}")
     return cache
 
 
@@ -112,16 +141,23 @@ def check_layers(layers: tuple[int, ...], backbone: str) -> tuple[int, ...]:
     return tuple(sorted(set(layers)))
 
 
-def _profile(settings: ExtractSettings, episodes: list[EpisodeInfo]) -> GameProfile:
+def _profile(settings: ExtractSettings, episodes: list[EpisodeInfo], log) -> tuple[GameProfile, list[EpisodeInfo]]:
+    """The game profile, and the episodes whose frames have its size: the others are skipped with a
+    warning (refused with settings.strict); none of that size is a wrong --profile."""
     names = {e.profile for e in episodes if e.profile}
     if settings.profile is None and len(names) > 1:
         raise UserError(f"recordings mix game profiles {sorted(names)}; extract them into separate caches")
     profile = load_profile(settings.profile or (names.pop() if names else "gta5"))
-    shapes = {Episode(e.path).frame_shape for e in episodes}
-    if shapes != {profile.frame_shape}:
-        raise UserError(f"recordings have frames {sorted(shapes)}, profile {profile.name} stores "
+    shapes = {e.path: Episode(e.path).frame_shape for e in episodes}
+    fitting = [e for e in episodes if shapes[e.path] == profile.frame_shape]
+    if not fitting or (settings.strict and len(fitting) < len(episodes)):
+        raise UserError(f"recordings have frames {sorted(set(shapes.values()))}, profile {profile.name} stores "
                         f"{profile.frame_shape}; pass the right --profile")
-    return profile
+    for e in episodes:
+        if shapes[e.path] != profile.frame_shape:
+            log(f"warning: skipping {e.path}: frames {shapes[e.path]}, not the {profile.frame_shape} of profile "
+                f"{profile.name}")
+    return profile, fitting
 
 
 def _variants(profile: GameProfile, wanted: tuple[str, ...] | None) -> list[str]:
@@ -203,7 +239,10 @@ def _plan(cache: FeatureCache, episodes: list[EpisodeInfo], variants: list[str],
 
 
 def _run(work: list[_Work], profile: GameProfile, extractor, cache: FeatureCache, settings: ExtractSettings,
-         total: int) -> None:
+         total: int) -> dict[str, str]:
+    """Extract every work item; returns {episode id: problem} of the recordings found damaged on reading
+    (a chunk that does not decode), whose remaining work is skipped (refused with settings.strict)."""
+    damaged: dict[str, str] = {}
     inbox: queue.Queue = queue.Queue(maxsize=4)
     outbox: queue.Queue = queue.Queue(maxsize=4)
     failure: list[BaseException] = []
@@ -215,9 +254,17 @@ def _run(work: list[_Work], profile: GameProfile, extractor, cache: FeatureCache
             for item in work:
                 if halt.is_set():
                     break
+                if item.episode.id in damaged:
+                    continue
                 start, stop = item.episode.block_range(item.block)
                 rows = item.episode.rows[start:stop]
-                frames, keys, _ = item.recording.read(int(rows[0]), int(rows[-1]) + 1)
+                try:
+                    frames, keys, _ = item.recording.read(int(rows[0]), int(rows[-1]) + 1)
+                except UserError as e:
+                    if settings.strict:
+                        raise
+                    damaged[item.episode.id] = str(e)
+                    continue
                 frames, keys = frames[rows - rows[0]], keys[rows - rows[0]]
                 for variant in item.variants:
                     spec = profile.augment.variant(variant)
@@ -275,3 +322,4 @@ def _run(work: list[_Work], profile: GameProfile, extractor, cache: FeatureCache
         bar.close()
     if failure:
         raise failure[0]
+    return damaged

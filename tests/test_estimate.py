@@ -91,7 +91,7 @@ def test_estimate_cli_prints_the_sizes_without_the_backbone(recordings, tmp_path
 def test_profile_cache_defaults_and_flags_over_them(tmp_path):
     gta5 = load_profile("gta5")
     assert profile_reduction(gta5) == Reduction(dtype="int8", pca_dim=64, fps=20.0)
-    assert profile_reduction(gta5, dtype="fp16", pca_dim=0, fps=0) == Reduction()  # 0: none
+    assert profile_reduction(gta5, dtype="fp16", pca_dim="none", fps="none") == Reduction()  # none: off
     assert profile_reduction(load_profile("carracing")) == Reduction()
     bad = tmp_path / "bad.toml"
     bad.write_text((ROOT / "data/profiles/gta5.toml").read_text().replace("pca_dim = 64", "pca = 64"))

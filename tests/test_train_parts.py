@@ -62,8 +62,10 @@ def test_schedule_warmup_cosine_floor():
 
 
 def test_schedule_settings_are_checked():
-    with pytest.raises(UserError, match="warmup_steps"):
+    with pytest.raises(UserError, match="100 warmup steps: must be >= 0 and below --steps 100"):
         OptimSettings(warmup_steps=100, max_steps=100)
+    with pytest.raises(UserError, match="^--steps 0: must be at least 1$"):
+        OptimSettings(warmup_steps=0, max_steps=0)
     with pytest.raises(UserError, match="min_lr"):
         OptimSettings(lr=1e-4, min_lr=1e-3)
 

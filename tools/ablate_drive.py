@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.errors import UserError, run_cli
+from data.errors import UserError, require, run_cli
 from drive.evaluate import evaluate_agent, evaluate_expert
 from extract_features.backbone import RAW_PATCHES
 from tools.demo import DemoSettings, backbone_label, features, held_out, learn, train_settings
@@ -64,7 +64,7 @@ def _spread(runs) -> dict:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m tools.ablate_drive", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
     d = DemoSettings()
@@ -77,7 +77,8 @@ def main() -> None:
     p.add_argument("--game", choices=("carracing", "carracing_hood"), default=d.game,
                    help="the embedded game's view (default: %(default)s; carracing_hood: hood camera, minimap, traffic)")
     p.add_argument("--traffic", type=int, help="traffic cars per track (default: the profile's)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    require(bool(args.seeds), "--seeds", args.seeds, "at least one training seed")
     s = replace(DemoSettings(), out=args.demo, tracks=args.tracks, steps=args.steps, minutes=args.minutes,
                 game=args.game, traffic=args.traffic)
     start = time.perf_counter()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from data.errors import UserError, run_cli
+from data.errors import UserError, disk_faults, run_cli
 from extract_features.backbone import backbone_config
 from tools.bench_backbone import BackboneBench, backbone_speed
 from tools.bench_drive import DriveBench, decision_speedup
@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in backbones:
         backbone_config(name)  # refuses an unknown name before anything runs
     command = " ".join(["python -m tools.bench", *(sys.argv[1:] if argv is None else argv)])
-    run_bench(make_settings(args.out, device, backbones, args.quick, p3_gb, skip, command))
+    with disk_faults(args.out, kept="its temporary inputs are deleted; free space or pass another --out"):
+        run_bench(make_settings(args.out, device, backbones, args.quick, p3_gb, skip, command))
 
 
 if __name__ == "__main__":

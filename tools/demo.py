@@ -23,14 +23,14 @@ import torch
 from cache.reduce import Reduction
 from cache.sampler import SamplerSettings
 from data.episode import Episode
-from data.errors import UserError, run_cli
+from data.errors import UserError, disk_faults, require, run_cli
 from data.profiles import load_profile
 from data.split import SplitSettings
 from drive.carracing import GameSettings
 from drive.evaluate import evaluate_agent, evaluate_expert, format_table
 from drive.dagger import record_dagger
 from drive.expert_recording import RecordSettings, episode_prefix, record_expert
-from extract_features.backbone import RAW_PATCHES
+from extract_features.backbone import RAW_PATCHES, backbone_config
 from extract_features.pipeline import ExtractSettings, extract
 from extract_features.weights import hub_cache_path, official_url
 from train_head.heads import HeadSettings
@@ -61,6 +61,14 @@ class DemoSettings:
 
     def game_settings(self) -> GameSettings:
         return GameSettings(profile=self.game, traffic=self.traffic)
+
+    def __post_init__(self):
+        require(self.minutes > 0, "--minutes", self.minutes, "> 0 minutes of expert driving")
+        require(self.dagger_rounds >= 0, "--dagger-rounds", self.dagger_rounds, ">= 0")
+        require(self.dagger_minutes > 0, "--dagger-minutes", self.dagger_minutes, "> 0")
+        require(self.steps >= 1, "--steps", self.steps, "at least 1")
+        require(self.tracks >= 1, "--tracks", self.tracks, "at least 1 held-out track")
+        backbone_config(self.backbone)  # an unknown name fails now, not after minutes of recording
 
 
 def fast_bf16() -> bool:
@@ -119,7 +127,8 @@ def train_settings(s: DemoSettings, cache: Path, out_dir: Path, steps: int | Non
                          optim=OptimSettings(lr=1e-3, min_lr=1e-4, warmup_steps=min(100, (steps or s.steps) // 10),
                                              max_steps=steps or s.steps),
                          split=SplitSettings(val_fraction=0.1), eval_every=250,
-                         controller=ControllerDefaults(proportional_gas=True))
+                         controller=ControllerDefaults(proportional_gas=True),
+                         overwrite=True)  # a head whose training was cut off (no best.pt yet) is trained afresh
 
 
 def held_out(s: DemoSettings) -> list[int]:
@@ -195,7 +204,7 @@ def run(s: DemoSettings) -> str:
     return report
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
     d = DemoSettings()
@@ -210,13 +219,12 @@ def main() -> None:
                                                              f"the heads that pilot a DAgger round: {d.pilot_steps})")
     p.add_argument("--tracks", type=int, default=d.tracks, help="held-out tracks to drive (default: %(default)s)")
     p.add_argument("--backbone", default=d.backbone)
-    args = p.parse_args()
-    if args.dagger_rounds < 0:
-        raise UserError(f"--dagger-rounds {args.dagger_rounds}: must be >= 0")
-    if not args.dagger_minutes > 0:
-        raise UserError(f"--dagger-minutes {args.dagger_minutes}: must be > 0")
-    run(DemoSettings(out=args.out, minutes=args.minutes, steps=args.steps, tracks=args.tracks, backbone=args.backbone,
-                     dagger_rounds=args.dagger_rounds, dagger_minutes=args.dagger_minutes))
+    args = p.parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out}: is a file; give a directory for the demo")
+    with disk_faults(args.out, kept="each step's finished output is kept: rerun to continue"):
+        run(DemoSettings(out=args.out, minutes=args.minutes, steps=args.steps, tracks=args.tracks, backbone=args.backbone,
+                         dagger_rounds=args.dagger_rounds, dagger_minutes=args.dagger_minutes))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from data.errors import run_cli
 from data.legacy import ImportSettings, check_output_dir, find_sources, import_file, validate
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m tools.import_legacy", description=__doc__.split(":")[0] + ".",
                                 epilog="Each .h5 file becomes one episode in DIR/<kind>/<name>.zarr; the kind "
                                        "is the name of the file's folder (e.g. stuck, turns, new_data).")
@@ -19,7 +19,7 @@ def main() -> None:
     p.add_argument("--stuck-pad-frames", type=int, default=ImportSettings.stuck_pad_frames,
                    help="padding frames at the start of stuck recordings (default: %(default)s)")
     p.add_argument("--kind", help="kind for all files instead of the folder name")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     settings = replace(ImportSettings(), fps=args.fps, stuck_pad_frames=args.stuck_pad_frames, kind=args.kind)
 
     check_output_dir(args.out)

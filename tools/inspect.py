@@ -4,15 +4,19 @@
     python -m tools.inspect runs/recordings --montage montage.png
 """
 import argparse
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from data.episode import Episode
-from data.errors import UserError, run_cli
+from data.errors import UserError, require, run_cli
 from data.index import EpisodeInfo, index_episodes
 from data.labels import KEYS, keys_text
+from data.paths import check_writable
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def episode_table(episodes: list[EpisodeInfo], roots: list[Path]) -> str:
@@ -56,7 +60,13 @@ def write_montage(episodes: list[EpisodeInfo], out: Path, count: int = 16, colum
     tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % columns)
     rows = [np.hstack(tiles[r:r + columns]) for r in range(0, len(tiles), columns)]
     out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(out), cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR))
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.partial{out.suffix}")
+    try:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR)):
+            raise UserError(f"--montage {out}: could not be written (disk full or not writable?)")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _label(img: np.ndarray, text: str) -> None:
@@ -71,7 +81,7 @@ def _relative(path: Path, roots: list[Path]) -> str:
     return path.name
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m tools.inspect", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="recordings directories (searched recursively)")
@@ -81,11 +91,16 @@ def main() -> None:
     p.add_argument("--augment", type=Path, metavar="PNG",
                    help="write one short sequence of the first episode under every augmentation variant")
     p.add_argument("--profile", help="game profile for --augment (default: the episode's)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    require(args.frames >= 1, "--frames", args.frames, "at least 1")
+    for flag, path in (("--montage", args.montage), ("--augment", args.augment)):
+        if path is not None:
+            check_writable(path, flag, IMAGE_SUFFIXES)
 
     episodes = index_episodes(args.dirs, kinds=args.kind)
     if not episodes:
-        raise UserError(f"no episodes in {', '.join(map(str, args.dirs))}")
+        kinds = f" of kind {', '.join(args.kind)}" if args.kind else ""
+        raise UserError(f"no episodes{kinds} in {', '.join(map(str, args.dirs))}")
     print(episode_table(episodes, args.dirs))
     if args.montage:
         write_montage(episodes, args.montage, count=args.frames)

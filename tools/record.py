@@ -10,10 +10,11 @@ Screen: one episode per pause/resume. Expert: one episode per track, tracks seed
     python -m tools.record --game carracing --expert --takeover runs/train/best.pt --minutes 2 --seed 500 --latency 0.1
 """
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from data.episode import Episode
-from data.errors import UserError, run_cli
+from data.errors import UserError, disk_faults, run_cli
 from data.profiles import available_profiles, load_profile
 from data.recorder import Recorder, RecorderSettings
 from data.screen import Region
@@ -110,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
                              "--latency default 0.1)")
     args = p.parse_args(argv)
     if args.game or args.expert:
-        return record_carracing_expert(args, p)
+        with disk_faults(args.out, kept="the episodes finished before are kept"):
+            return record_carracing_expert(args, p)
     for flag in ("seed", "stuck_share", "perturb_every", "latency", "dagger", "takeover", "traffic"):
         if getattr(args, flag) is not None:
             raise UserError(f"--{flag.replace('_', '-')} works with --game carracing --expert only")
@@ -122,18 +124,20 @@ def main(argv: list[str] | None = None) -> None:
 
     pause_key = key_name(args.pause_key, "--pause-key")
     profile = load_profile(args.profile)
+    settings = RecorderSettings(  # checks the numbers before any window is looked for
+        out_dir=args.out, profile=profile, kind=args.kind, fps=args.fps, pad_seconds=args.pad_seconds,
+        discard_seconds=args.discard_seconds, pause_key=pause_key,
+        max_seconds=args.minutes * 60 if args.minutes is not None else None)
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out}: is a file; give a directory for the recordings")
     system = System.real()
     window, region = locate_game(system.api, profile, GtaOptions(region=args.region, window=args.window), print)
     if (region.width, region.height) != profile.capture_size:
         print(f"warning: capturing {region.width}x{region.height}, profile {profile.name} expects "
               f"{profile.capture_size[0]}x{profile.capture_size[1]}; frames are resized to {profile.frame_size}")
     frames = WindowCapture(system.screen(region), profile.frame_size, None if args.region else window, None)
-    settings = RecorderSettings(
-        out_dir=args.out, profile=profile, kind=args.kind, fps=args.fps, pad_seconds=args.pad_seconds,
-        discard_seconds=args.discard_seconds, pause_key=pause_key,
-        max_seconds=args.minutes * 60 if args.minutes else None,
-        capture={"region": [region.left, region.top, region.width, region.height],
-                 "frame_size": list(profile.frame_size)})
+    settings = replace(settings, capture={"region": [region.left, region.top, region.width, region.height],
+                                          "frame_size": list(profile.frame_size)})
     Recorder(settings, frames, default_key_source(system.api, (settings.pause_key,))).run()
 
 

@@ -20,6 +20,7 @@ import torch
 from data.episode import Episode
 from data.errors import UserError, run_cli
 from data.labels import KEYS
+from data.paths import check_writable
 from drive.agent import Agent, load_agent
 from drive.controller import decide
 from drive.ring import RingBuffer
@@ -144,8 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="frames per backbone call (default: %(default)s)")
     args = p.parse_args(argv)
     check_video_path(args.out, "--out")
-    if args.timeline is not None and args.timeline.suffix.lower() != ".png":
-        raise UserError(f"--timeline {args.timeline}: must end in .png")
+    if args.timeline is not None:
+        check_writable(args.timeline, "--timeline", (".png",))
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
     episode = Episode(args.episode)

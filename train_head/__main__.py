@@ -41,18 +41,22 @@ def add_head_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-shift", type=float, default=0.0,
                    help="predict the keys this many seconds after the last frame: the drive loop's latency")
     p.add_argument("--steps", type=int, default=2000, help="training steps (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=SamplerSettings.batch_size,
+                   help="sequences per step, at most the number of training sequences (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=OptimSettings.lr, help="peak learning rate (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mode", choices=["auto", "ram", "stream"], default="auto",
                    help="ram: load the cache into memory (GPU memory on a GPU); stream: read blocks from disk; auto: "
                         "ram when the cache fits in the free memory with a margin, else stream (default: %(default)s)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--val-fraction", type=float, default=SplitSettings.val_fraction,
+                   help="share of the recordings kept for validation, in [0, 1) (default: %(default)s)")
+    p.add_argument("--eval-every", type=int, default=TrainSettings.eval_every,
+                   help="steps between evaluations and checkpoints (default: %(default)s)")
     p.add_argument("--kind-weight", action="append", default=[], metavar="KIND=WEIGHT",
                    help="weight the loss of samples from episodes of KIND (repeatable; e.g. correction=3 counts a "
                         "player's correction 3x); kinds not named weigh 1; stored in the checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in OUT (default: refuse)")
 
 
 def settings_from_args(args, cache: Path, out: Path) -> TrainSettings:
@@ -65,10 +69,10 @@ def settings_from_args(args, cache: Path, out: Path) -> TrainSettings:
         optim=OptimSettings(lr=args.lr, min_lr=args.lr / 10, warmup_steps=min(100, args.steps // 10),
                             max_steps=args.steps),
         split=SplitSettings(val_fraction=args.val_fraction, seed=args.seed),
-        eval_every=args.eval_every, device=args.device, seed=args.seed)
+        eval_every=args.eval_every, device=args.device, seed=args.seed, overwrite=args.overwrite)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m train_head", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
     p.add_argument("--cache", type=Path, required=True, help="feature cache made by python -m extract_features")
@@ -84,12 +88,7 @@ def main() -> None:
     p.add_argument("--proportional-gas", action="store_true",
                    help="controller default stored in the checkpoint: w held for p(w) of each interval "
                         "(for games driven with partial throttle, like the CarRacing expert)")
-    args = p.parse_args()
-    # checked here, before a checkpoint stores them: drive would refuse them only at the first decision
-    if not 0.0 <= args.max_steer <= 1.0:
-        raise UserError(f"--max-steer {args.max_steer}: must be a fraction of the interval in [0, 1]")
-    if not args.steer_gain > 0:
-        raise UserError(f"--steer-gain {args.steer_gain}: must be > 0")
+    args = p.parse_args(argv)
     s = settings_from_args(args, args.cache, args.out)
     s.pos_weight, s.patience, s.resume = args.pos_weight, args.patience, args.resume
     s.controller = ControllerDefaults(max_steer=args.max_steer, steer_gain=args.steer_gain,

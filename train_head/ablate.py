@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.errors import run_cli
+from data.errors import UserError, disk_faults, run_cli
 from train_head.train import TrainSettings, train
 
 
@@ -113,7 +113,7 @@ def plot(rows: list[dict], out_png: Path, keys=(("val BCE", "val_bce"), ("exact 
     fig.savefig(out_png, dpi=110)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     from train_head.__main__ import add_head_arguments, settings_from_args
 
     p = argparse.ArgumentParser(prog="python -m train_head.ablate", description=__doc__.split("\n")[0],
@@ -122,14 +122,17 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds per setting (default: 0)")
     add_head_arguments(p)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     base = settings_from_args(args, args.cache, args.out)
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out}: is a file; give a folder for the ablation")
     rows = run_grid(base, default_grid(args.label_shift), args.seeds, args.out)
-    args.out.mkdir(parents=True, exist_ok=True)
-    table = markdown_table(rows)
-    (args.out / "ablation.md").write_text(f"{table}\n\nsteps {args.steps}, seeds {args.seeds}, cache {args.cache}\n")
-    (args.out / "results.json").write_text(json.dumps(rows, indent=1, default=str))
-    plot(rows, args.out / "ablation.png")
+    with disk_faults(args.out, kept="every trained run is kept in its folder"):
+        args.out.mkdir(parents=True, exist_ok=True)
+        table = markdown_table(rows)
+        (args.out / "ablation.md").write_text(f"{table}\n\nsteps {args.steps}, seeds {args.seeds}, cache {args.cache}\n")
+        (args.out / "results.json").write_text(json.dumps(rows, indent=1, default=str))
+        plot(rows, args.out / "ablation.png")
     print(table)
     print(f"\nwritten: {args.out / 'ablation.md'}, {args.out / 'ablation.png'}")
 

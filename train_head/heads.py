@@ -55,7 +55,8 @@ class HeadSettings:
             raise UserError(f"head grid {self.grid} must be two positive numbers (rows, cols)")
         for name in ("channels", "seq_len", "hidden", "mlp_hidden", "depth", "width", "heads"):
             if getattr(self, name) < 1:
-                raise UserError(f"head setting {name}={getattr(self, name)} must be at least 1")
+                what = "--seq-len" if name == "seq_len" else f"head setting {name}"
+                raise UserError(f"{what} {getattr(self, name)}: must be at least 1")
         if self.width % self.heads:
             raise UserError(f"transformer width {self.width} (--transformer-width) must be a multiple of its "
                             f"{self.heads} heads (--transformer-heads)")

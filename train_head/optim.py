@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from data.errors import UserError
+from data.errors import UserError, require
 
 # Normalisation gains and shifts are never decayed, whatever their shape: the seed's
 # LayerNorm([32, rows, cols]) has a 3-D weight that nanoGPT's plain ndim >= 2 rule would decay.
@@ -25,10 +25,12 @@ class OptimSettings:
 
     def __post_init__(self):
         self.betas = tuple(float(b) for b in self.betas)  # a checkpoint stores it as a list
+        require(self.max_steps >= 1, "--steps", self.max_steps, "at least 1")
+        require(0 < self.lr <= 10, "--lr", self.lr, "a learning rate above 0 (and at most 10)")
         if not 0 <= self.min_lr <= self.lr:
-            raise UserError(f"learning rates lr={self.lr}, min_lr={self.min_lr}: need 0 <= min_lr <= lr")
+            raise UserError(f"learning rates --lr {self.lr}, min_lr {self.min_lr}: need 0 <= min_lr <= lr")
         if not 0 <= self.warmup_steps < self.max_steps:
-            raise UserError(f"warmup_steps={self.warmup_steps} must be >= 0 and below max_steps={self.max_steps}")
+            raise UserError(f"{self.warmup_steps} warmup steps: must be >= 0 and below --steps {self.max_steps}")
 
 
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:

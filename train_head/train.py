@@ -16,9 +16,10 @@ import torch.nn.functional as F
 from cache.sampler import SamplerSettings, SequenceSampler
 from cache.store import FeatureCache
 from data.episode import Episode
-from data.errors import UserError
+from data.errors import UserError, disk_faults, require
 from data.index import episode_info
 from data.split import Split, SplitSettings, split_episodes
+from extract_features.backbone import pick_device
 from train_head.checkpoint import load_checkpoint, save_checkpoint
 from train_head.heads import HeadSettings, build_head
 from train_head.memory import choose_mode
@@ -35,6 +36,13 @@ class ControllerDefaults:
     gas_threshold: float = 0.5
     brake_threshold: float = 0.5
     proportional_gas: bool = False
+
+    def __post_init__(self):
+        """Checked before a checkpoint stores them: drive would refuse them only at the first decision."""
+        require(0 <= self.max_steer <= 1, "--max-steer", self.max_steer, "a fraction of the interval in [0, 1]")
+        require(self.steer_gain > 0, "--steer-gain", self.steer_gain, "> 0")
+        require(0 <= self.gas_threshold <= 1, "--gas-threshold", self.gas_threshold, "a probability in [0, 1]")
+        require(0 <= self.brake_threshold <= 1, "--brake-threshold", self.brake_threshold, "a probability in [0, 1]")
 
 
 @dataclass
@@ -57,6 +65,20 @@ class TrainSettings:
     seed: int = 0
     log_every: int = 50
     quiet: bool = False
+    overwrite: bool = False  # train into a run directory that already holds a run, replacing it
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """The options not checked by the nested settings; train() calls it again (fields may be set later)."""
+        require(self.eval_every >= 1, "--eval-every", self.eval_every, "at least 1 step")
+        require(self.patience >= 0, "--patience", self.patience, ">= 0 evaluations (0: never stop early)")
+        require(self.log_every >= 1, "log_every", self.log_every, "at least 1 step")
+        if self.eval_batches is not None:
+            require(self.eval_batches >= 1, "eval_batches", self.eval_batches, "at least 1 (or None: all)")
+        if self.resume and self.overwrite:
+            raise UserError("--resume and --overwrite contradict each other; choose one")
 
 
 def _distributed() -> tuple[int, int, int]:
@@ -72,12 +94,20 @@ def make_split(cache: FeatureCache, settings: SplitSettings) -> Split:
 
 
 def train(s: TrainSettings) -> dict:
-    """Train; returns the best validation metrics (or the last training loss when there is no val split)."""
+    """Train; returns the best validation metrics (or the last training loss when there is no val split).
+    A full or read-only disk is a one-line error; last.pt of the last evaluation stays for --resume."""
+    s.validate()
+    check_run_dir(s.out_dir, s.resume, s.overwrite)
+    with disk_faults(s.out_dir, kept="what was saved at the last evaluation is kept: rerun with --resume"):
+        return _train(s)
+
+
+def _train(s: TrainSettings) -> dict:
     rank, local_rank, world = _distributed()
     if s.device == "auto":
         device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     else:
-        device = torch.device(s.device)
+        device = pick_device(s.device)
     torch.manual_seed(s.seed + rank)
     say = (lambda *a: None) if (s.quiet or rank) else print
 
@@ -93,8 +123,17 @@ def train(s: TrainSettings) -> dict:
         for sampler in (train_set, val_set):
             sampler.s = replace(sampler.s, mode=mode)
     if len(train_set) == 0:
-        raise UserError(f"{s.cache}: no training sequence fits seq_len={s.sampler.seq_len}, "
-                        f"stride={s.sampler.stride_s} s; record longer episodes or shorten the sequence")
+        need = (s.sampler.seq_len - 1) * s.sampler.stride_s + s.sampler.label_shift_s
+        raise UserError(f"{s.cache}: no training sequence fits: --seq-len {s.sampler.seq_len} frames --stride "
+                        f"{s.sampler.stride_s} s apart plus --label-shift {s.sampler.label_shift_s} s need {need:g} s "
+                        f"of one recording (train split); record longer episodes or lower these")
+    if len(train_set) < s.sampler.batch_size * world:
+        raise UserError(f"--batch-size {s.sampler.batch_size}: more than the {len(train_set)} training sequences "
+                        f"{'of each of the ' + str(world) + ' processes ' if world > 1 else ''}in {s.cache}; "
+                        f"lower --batch-size or record more")
+    if len(val_set) == 0:
+        say(f"warning: no validation sequences (--val-fraction {s.split.val_fraction}, {len(split.val)} validation "
+            f"segments); best.pt is the last step's and no val loss is reported")
     head_settings = replace(s.head, grid=cache.grid, channels=cache.stored_channels * len(s.sampler.layers),
                             cls_channels=int(cache.spec["channels"]), seq_len=s.sampler.seq_len, tokens=s.sampler.tokens)
     model = build_head(head_settings).to(device)
@@ -109,14 +148,21 @@ def train(s: TrainSettings) -> dict:
         pos_weight = pos_weight_from_labels(train_set.labels(train_set.table, train_set.draw_variants(0))).to(device)
 
     settings_record = _drive_settings(s, cache, head_settings)
-    s.out_dir.mkdir(parents=True, exist_ok=True)
     step, best = 0, {"val_bce": math.inf}
-    if s.resume and (s.out_dir / "last.pt").exists():
+    if s.resume:
         ckpt = load_checkpoint(s.out_dir / "last.pt", expected_fingerprint=cache.fingerprint)
-        raw_model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            raw_model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError):
+            raise UserError(f"{s.out_dir / 'last.pt'}: made with other head settings (--kind, --tokens, --seq-len); "
+                            f"resume with the flags of that run, or pass --overwrite") from None
         step, best = int(ckpt["step"]), dict(ckpt["best"])
         say(f"resumed from {s.out_dir / 'last.pt'} at step {step}")
+    if s.overwrite and rank == 0:
+        for name in (*RUN_FILES, "curves.png"):
+            (s.out_dir / name).unlink(missing_ok=True)
+    s.out_dir.mkdir(parents=True, exist_ok=True)
     log = MetricsLog(s.out_dir / "metrics.jsonl", resume_step=step if s.resume else None) if rank == 0 else None
     say(f"training {head_settings.kind}/{head_settings.tokens} head ({sum(p.numel() for p in raw_model.parameters()):,} "
         f"parameters) on {len(train_set)} train / {len(val_set)} val sequences, device {device}")
@@ -124,7 +170,13 @@ def train(s: TrainSettings) -> dict:
     def batches():
         epoch = 0
         while True:
-            yield from train_set.epoch(epoch, shuffle=True, drop_last=True)
+            empty = True
+            for batch in train_set.epoch(epoch, shuffle=True, drop_last=True):
+                empty = False
+                yield batch
+            if empty:  # never spin: an epoch without a batch stays so
+                raise UserError(f"--batch-size {s.sampler.batch_size}: no full batch in an epoch of "
+                                f"{len(train_set)} training sequences; lower --batch-size")
             epoch += 1
 
     stale, t0, seen = 0, time.perf_counter(), 0
@@ -170,8 +222,26 @@ def train(s: TrainSettings) -> dict:
                 plot_curves(log.path, s.out_dir / "curves.png")
         if world > 1:
             torch.distributed.destroy_process_group()
-    say(f"best val: {_short(best)}; checkpoints in {s.out_dir}")
+    if math.isinf(best.get("val_bce", 0.0)):
+        say(f"done at step {step} (no validation sequences: no val loss); checkpoints in {s.out_dir}")
+    else:
+        say(f"best val: {_short(best)}; checkpoints in {s.out_dir}")
     return best
+
+
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl")
+
+
+def check_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to train over an earlier run by accident, and to resume what is not there."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir}: is a file; give a directory for the run")
+    held = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if resume and not (out_dir / "last.pt").exists():
+        raise UserError(f"--resume: {out_dir / 'last.pt'} does not exist, nothing to resume; leave out --resume")
+    if held and not (resume or overwrite):
+        raise UserError(f"--out {out_dir}: already holds a run ({', '.join(held)}); pass --resume to continue it, "
+                        f"--overwrite to replace it, or choose another --out")
 
 
 def train_step(model, optimizer, optim: OptimSettings, step: int, patch, cls, keys: torch.Tensor, autocast,
