@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from data.errors import UserError
+from extract_features.backbone import fast_bf16, precision_name
 from tools.bench import FIGURES, main
 
 
@@ -31,6 +32,10 @@ def test_quick_bench_writes_every_figure(tmp_path):
         assert f[name][pair[0]] > 0 and f[name][pair[1]] > 0
         assert ratio == pytest.approx(f[name][pair[0]] / f[name][pair[1]])
     assert f["p1"]["batch"] == 4 and f["p3"]["samples"] > 0
+    # every figure runs in the precision this CPU is fast at, and says which
+    fast = precision_name(fast_bf16("cpu"))
+    assert results["machine"]["precision"] == fast
+    assert f["stage1"]["precision"] == f["p1"]["precision"] == f["p4"]["precision"] == fast
 
     # 13x18 patches of 48 channels: the exact bytes stage 1 stores per frame
     sizes = f["cache_bytes"]["backbones"]["vit_tiny_test"]
@@ -41,7 +46,8 @@ def test_quick_bench_writes_every_figure(tmp_path):
     assert pca == {"patch": 234 * sizes["pca_dim"] * 2, "cls": 48 * 2}
 
     md = (out / "results.md").read_text()
-    for text in ("Stage-1 efficiency", "P1", "P3", "P4", "ms/frame", "int8", results["machine"]["cpu"], "RANDOM weights"):
+    for text in ("Stage-1 efficiency", "P1", "P3", "P4", "ms/frame", "int8", results["machine"]["cpu"], "RANDOM weights",
+                 f"Precision: {fast} ("):
         assert text in md
 
 

@@ -27,7 +27,7 @@ from tools.bench_extract import CacheBytesBench, Stage1Bench, cache_bytes_per_fr
 from extract_features.backbone import pick_device
 from tools.bench_machine import describe, load_average
 from tools.bench_read import ReadBench, sampler_read_efficiency
-from tools.bench_report import write_results
+from tools.bench_report import precision_line, write_results
 from tools.bench_train import TrainBench, training_speedup
 
 FIGURES = {  # name → what it measures, in the order they run
@@ -116,6 +116,7 @@ def run_bench(s: BenchSettings, log=print) -> dict:
         raise UserError(f"--out {s.out}: is a file; give a directory for the results")
     machine = describe(s.device, s.command)
     log(f"bench on {machine['device']} ({machine['cpu']}, {machine['torch_threads']} torch threads), "
+        f"precision {precision_line(machine)}, "
         f"backbones {', '.join(s.backbones)}{', quick' if s.quick else ''}")
     created = not s.out.exists()
     s.out.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,15 @@ def _goal_rows(figures: dict, quick: bool) -> list[str]:
     return rows
 
 
+def precision_line(m: dict) -> str:
+    """Which precision the figures ran in and why (results of older runs carry no precision: fp32/bf16 as labelled)."""
+    if "precision" not in m:
+        return "as labelled per figure"
+    why = "this GPU has bf16" if m["device"] != "cpu" else (
+        f"CPU kernels {', '.join(m['cpu_features'])}" + ("" if m["precision"] == "bf16" else "; no fast bf16 (AVX512-BF16 or AMX)"))
+    return f"{m['precision']} ({why})"
+
+
 def markdown(results: dict) -> str:
     m, figures = results["machine"], results["figures"]
     device = "no GPU" if m["device"] == "cpu" else f"GPU {m['device']} (CUDA {m['cuda']})"
@@ -46,6 +55,7 @@ def markdown(results: dict) -> str:
         "",
         f"Machine: {device}; CPU {m['cpu']}, {m['cpu_cores']} cores, torch threads: {m['torch_threads']}; "
         f"torch {m['torch']}, zarr {m['zarr']}, numpy {m['numpy']}, Python {m['python']}.",
+        f"Precision: {precision_line(m)}.",
         f"Run {m['date']}{commit} with `{m['command']}`"
         f"{' (quick: small sizes, indicative only)' if results['quick'] else ''}.",
         "Backbones have RANDOM weights: speed does not depend on the weights.",

@@ -15,6 +15,7 @@ Each step is skipped when its output is already there, so an interrupted demo co
 """
 import argparse
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,12 +30,13 @@ from data.split import SplitSettings
 from drive.evaluate import evaluate_agent, evaluate_expert, format_table
 from drive.dagger import record_dagger
 from drive.expert_recording import RecordSettings, episode_prefix, record_expert
-from extract_features.backbone import RAW_PATCHES
+from extract_features.backbone import RAW_PATCHES, cpu_features, fast_bf16, pick_device, precision_name
 from extract_features.pipeline import ExtractSettings, extract
 from extract_features.weights import hub_cache_path, official_url
 from train_head.heads import HeadSettings
 from train_head.optim import OptimSettings
 from train_head.train import ControllerDefaults, TrainSettings, train
+from tools.bench_machine import cpu_model
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,32 @@ class DemoSettings:
     first_track: int = 1000
 
 
-def fast_bf16() -> bool:
-    """bf16 autocast halves the backbone's time on CUDA and on CPUs with AVX512-BF16 (and slows others)."""
-    return torch.cuda.is_available() or getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+class StageTimes:
+    """Seconds spent in each stage of the demo, summed over its rounds: where the time goes."""
+
+    def __init__(self, clock=time.perf_counter):
+        self.clock, self.seconds = clock, {}
+
+    @contextmanager
+    def __call__(self, stage: str):
+        start = self.clock()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + self.clock() - start
+
+    def table(self) -> str:
+        rows = [f"| {stage} | {seconds:.0f} |" for stage, seconds in self.seconds.items()]
+        return "\n".join(["| stage | seconds |", "|---|---:|", *rows, f"| all | {sum(self.seconds.values()):.0f} |"])
+
+
+def machine_line() -> str:
+    """The CPU, the features torch found on it and the backbone precision they give, e.g. for a slow demo."""
+    device = pick_device("auto")
+    found = ", ".join(cpu_features())
+    why = "" if fast_bf16(device) or device.type != "cpu" else " (no AVX512-BF16/AMX: bf16 would be several times slower)"
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
+    return f"{where}; CPU {cpu_model()}, {torch.get_num_threads()} threads, {found}; backbone in {precision_name(fast_bf16(device))}{why}"
 
 
 def demo_weights(backbone: str) -> str:
@@ -99,7 +124,7 @@ def features(s: DemoSettings, log, backbone: str | None = None, cache: Path | No
     log(f"extracting {backbone} features into {cache}")
     extract(ExtractSettings(recordings=[s.out / "recordings"], cache=cache, backbone=backbone, weights=weights,
                             reduction=Reduction(pca_dim=s.pca_dim), variants=s.variants, block_rows=128,
-                            batch_size=32, bf16=fast_bf16() and backbone != RAW_PATCHES))
+                            batch_size=32, bf16=fast_bf16(pick_device("auto")) and backbone != RAW_PATCHES))
     return cache, weights
 
 
@@ -150,27 +175,39 @@ def dagger_round(s: DemoSettings, ckpt: Path, r: int, log) -> None:
                   log=lambda *a: None)
 
 
-def learn(s: DemoSettings, log) -> tuple[Path, str, Path]:
+def learn(s: DemoSettings, log, times: StageTimes | None = None) -> tuple[Path, str, Path]:
     """Expert demos, stage 1, stage 2, then per DAgger round: record, extract the new frames, train on all.
     Returns (cache, backbone weights used, the final checkpoint)."""
-    record(s, log)
-    cache, weights = features(s, log)
-    ckpt = train_round(s, cache, 0, log)
+    times = times or StageTimes()
+    with times("recording the expert"):
+        record(s, log)
+    with times("stage 1 (backbone over the recordings)"):
+        cache, weights = features(s, log)
+    with times("training"):
+        ckpt = train_round(s, cache, 0, log)
     for r in range(1, s.dagger_rounds + 1):
-        dagger_round(s, ckpt, r, log)
-        cache, _ = features(s, log)
-        ckpt = train_round(s, cache, r, log)
+        with times("DAgger: the agent drives"):
+            dagger_round(s, ckpt, r, log)
+        with times("stage 1 (backbone over the recordings)"):
+            cache, _ = features(s, log)
+        with times("training"):
+            ckpt = train_round(s, cache, r, log)
     return cache, weights, ckpt
 
 
 def run(s: DemoSettings) -> str:
     start = time.perf_counter()
     log = lambda what: print(f"[{time.perf_counter() - start:6.0f} s] {what}", flush=True)  # noqa: E731
-    cache, weights, ckpt = learn(s, log)
+    machine = machine_line()
+    log(f"machine: {machine}")
+    times = StageTimes()
+    cache, weights, ckpt = learn(s, log, times)
     seeds = held_out(s)
     log(f"driving {len(seeds)} held-out tracks (seeds {seeds[0]}-{seeds[-1]}), latency {s.latency} s")
-    agent = evaluate_agent(ckpt, seeds, latency=s.latency, video=s.out / "drive.mp4")
-    expert = evaluate_expert(seeds, latency=s.latency)
+    with times("held-out tracks: the agent drives"):
+        agent = evaluate_agent(ckpt, seeds, latency=s.latency, video=s.out / "drive.mp4")
+    with times("held-out tracks: the expert drives"):
+        expert = evaluate_expert(seeds, latency=s.latency)
     table = format_table({"agent": agent, "expert": expert}, compare=("agent", "expert"))
     report = (f"# Demo: CarRacing, expert vs agent on held-out tracks\n\n"
               f"backbone: {backbone_label(s.backbone, weights)}; {s.minutes:g} min of expert demos (pushed off "
@@ -178,10 +215,11 @@ def run(s: DemoSettings) -> str:
               f"{s.dagger_minutes:g} min; variants {', '.join(s.variants)}; PCA {s.pca_dim}; head lstm/patches "
               f"seq {s.seq_len} stride {s.stride_s} s; {s.steps} steps ({s.pilot_steps} before DAgger); latency "
               f"{s.latency} s (fixed, reproducible); proportional steering and gas\n\n{table}\n"
-              f"wall time {time.perf_counter() - start:.0f} s\n")
+              f"wall time {time.perf_counter() - start:.0f} s on {machine}\n\n"
+              f"Where the time went (steps already done by an earlier run take ~0 s):\n\n{times.table()}\n")
     (s.out / "results.md").write_text(report)
     log(f"done: {s.out / 'results.md'}, {s.out / 'drive.mp4'}, {ckpt.parent / 'curves.png'}")
-    print("\n" + table)
+    print("\n" + table + "\n\n" + times.table())
     return report
 
 
