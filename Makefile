@@ -21,6 +21,7 @@ CKPT       ?= $(RUN)/best.pt
 DRIVE_ARGS ?=
 MINUTES    ?= 10
 ABLATE_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: install test test-all demo record record-expert import inspect features train ablate ablate-drive drive eval bench clean-venv
 
@@ -73,7 +74,7 @@ eval: install
 	$(PY) -m drive --game carracing --ckpt $(CKPT) --eval --seeds 1000-1009 --latency 0.1 --table $(RUN)/eval.md $(DRIVE_ARGS)
 
 bench: install
-	$(PY) -m tools.bench
+	$(PY) -m tools.bench --scale $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -87,7 +87,29 @@ def markdown(results: dict) -> str:
             lines.append(f"| {name} | {v['grid'][0]}x{v['grid'][1]} | {r['fp16']['bytes_per_frame'] / 1000:.1f} kB "
                          f"| {r['int8']['bytes_per_frame'] / 1000:.1f} kB "
                          f"| {r['pca']['bytes_per_frame'] / 1000:.1f} kB ({v['pca_dim']} dims) |")
+    if "scale" in figures:
+        lines += scale_lines(figures["scale"])
     return "\n".join(lines) + "\n"
+
+
+def scale_lines(f: dict) -> list[str]:
+    lines = ["", f"Scale: one stream-mode training epoch (default head and sampler, {f['device']}) from synthetic caches "
+                 f"of {f['geometry']} ({f['row_bytes'] / 1e3:.1f} kB a row); machine memory "
+                 f"{f['memory_bytes'] / 1e9:.1f} GB:", "",
+             "| cache | training samples/s | epoch | sampler alone: read ÷ plain read | peak memory (buffer bound) "
+             "| index bytes/sample |", "|---|---|---|---|---|---|"]
+    for size, v in f["sizes"].items():
+        if "skipped" in v:
+            lines.append(f"| {size}: {v['cache_bytes'] / 1e9:.1f} GB | skipped: {v['skipped']} | | | | |")
+            continue
+        lines.append(f"| {size}: {v['cache_bytes'] / 1e9:.1f} GB, {v['samples']} samples | {v['train_samples_per_s']:.0f} "
+                     f"({v['precision']}, batch {v['batch']}) | {v['train_epoch_s']:.0f} s"
+                     f"{' (extrapolated from ' + str(v['train_steps']) + ' steps)' if v['capped'] else ''} "
+                     f"| {v['read_efficiency']:.2f} ({v['sampler_bytes_per_s'] / 1e9:.2f} vs "
+                     f"{v['plain_bytes_per_s'] / 1e9:.2f} GB/s, page cache {v['page_cache']}) "
+                     f"| {v['peak_rss_bytes'] / 1e9:.2f} GB ({v['buffer_bound_bytes'] / 1e9:.2f} GB) "
+                     f"| {v['index_bytes_per_sample']:.0f} |")
+    return lines
 
 
 def _write_atomic(path: Path, text: str) -> None:
