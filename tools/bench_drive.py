@@ -76,5 +76,6 @@ def decision_speedup(s: DriveBench, device: torch.device, log=print) -> dict:
             "decisions": s.decisions, "rounds": s.rounds,
             "ring_decisions_per_s": rate["ring"], "recompute_decisions_per_s": rate["recompute"],
             "ring_p50_ms": best["ring"].latency_ms["total"]["p50"],
+            "ring_p95_ms": best["ring"].latency_ms["total"]["p95"],
             "recompute_p50_ms": best["recompute"].latency_ms["total"]["p50"],
             "speedup": rate["ring"] / rate["recompute"], "goal": 2.5}

@@ -96,7 +96,7 @@ def scale_lines(f: dict) -> list[str]:
     lines = ["", f"Scale: one stream-mode training epoch (default head and sampler, {f['device']}) from synthetic caches "
                  f"of {f['geometry']} ({f['row_bytes'] / 1e3:.1f} kB a row); machine memory "
                  f"{f['memory_bytes'] / 1e9:.1f} GB:", "",
-             "| cache | training samples/s | epoch | sampler alone: read ÷ plain read | peak memory (buffer bound) "
+             "| cache | training samples/s | epoch | sampler alone: read ÷ plain read | peak memory (before reading; buffer bound) "
              "| index bytes/sample |", "|---|---|---|---|---|---|"]
     for size, v in f["sizes"].items():
         if "skipped" in v:
@@ -107,7 +107,7 @@ def scale_lines(f: dict) -> list[str]:
                      f"{' (extrapolated from ' + str(v['train_steps']) + ' steps)' if v['capped'] else ''} "
                      f"| {v['read_efficiency']:.2f} ({v['sampler_bytes_per_s'] / 1e9:.2f} vs "
                      f"{v['plain_bytes_per_s'] / 1e9:.2f} GB/s, page cache {v['page_cache']}) "
-                     f"| {v['peak_rss_bytes'] / 1e9:.2f} GB ({v['buffer_bound_bytes'] / 1e9:.2f} GB) "
+                     f"| {v['peak_rss_bytes'] / 1e9:.2f} GB ({v['baseline_rss_bytes'] / 1e9:.2f}; {v['buffer_bound_bytes'] / 1e9:.2f} GB) "
                      f"| {v['index_bytes_per_sample']:.0f} |")
     return lines
 
@@ -118,9 +118,9 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_results(out: Path, results: dict) -> tuple[Path, Path]:
+def write_results(out: Path, results: dict, extra_lines: list[str] = ()) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "results.json", out / "results.md"
     _write_atomic(json_path, json.dumps(results, indent=2) + "\n")
-    _write_atomic(md_path, markdown(results))
+    _write_atomic(md_path, markdown(results) + "".join(line + "\n" for line in extra_lines))
     return json_path, md_path

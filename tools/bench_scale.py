@@ -144,7 +144,7 @@ def one_size(s: ScaleBench, size: str, want: int, geometry: Geometry, device: to
     log(f"  {size}: training {out['train_samples_per_s']:.0f} samples/s ({out['precision']}), epoch "
         f"{out['train_epoch_s']:.0f} s{' (capped)' if out['capped'] else ''}; sampler alone "
         f"{out['sampler_bytes_per_s'] / 1e9:.2f} GB/s vs plain read {out['plain_bytes_per_s'] / 1e9:.2f} GB/s; "
-        f"peak memory {out['peak_rss_bytes'] / 1e9:.2f} GB (cache {read / 1e9:.1f} GB, buffer bound {bound / 1e9:.2f} GB); "
+        f"peak memory {out['peak_rss_bytes'] / 1e9:.2f} GB, {out['baseline_rss_bytes'] / 1e9:.2f} before reading (cache {read / 1e9:.1f} GB, buffer bound {bound / 1e9:.2f} GB); "
         f"index {out['index_bytes_per_sample']:.0f} B/sample")
     return out
 
@@ -171,6 +171,7 @@ def train_epoch(cache_path: Path, device: torch.device, max_steps: int) -> dict:
     cache = FeatureCache.open(cache_path)
     sampler = SequenceSampler(cache, whole_episodes(cache), replace(defaults.sampler, mode="stream"), device=device)
     sync = synchronizer(device)
+    baseline = resident_bytes()  # python, torch and the sampler's index, before any tokens are read
     start, samples = time.perf_counter(), 0
     for batch in sampler.epoch(0, shuffle=True, drop_last=True):
         samples += len(batch.keys)
@@ -199,7 +200,15 @@ def train_epoch(cache_path: Path, device: torch.device, max_steps: int) -> dict:
             "capped": capped, "batch": defaults.sampler.batch_size, "head": asdict(defaults.head)["kind"],
             "precision": precision_name(bf16), "index_bytes": index,
             "index_bytes_per_sample": index / max(1, len(sampler)),
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+            "baseline_rss_bytes": baseline, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux; 0 elsewhere)."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 if __name__ == "__main__":  # the child of run_child
