@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scale-sizes", help="comma-separated cache sizes for --scale: seed (the seed's dataset as the "
                    "gta5 defaults cache it), ram (1.25x this machine's memory) or GB (default: seed,ram; quick: 0.1)")
     p.add_argument("--scale-steps", type=int, help="cap on the training steps of each --scale epoch; the epoch's "
-                   "time is then extrapolated (default: the whole epoch; quick: 3)")
+                   "time is then extrapolated (default: the whole epoch on a GPU, 200 on a CPU; quick: 3)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core)")
     p.add_argument("--backbones", help="comma-separated backbones; the first runs stage 1, P1, P3 and P4, all are "
                                        "timed and sized (default: dinov2_vits14,dinov2_vitb14 on CPU, B/14 first on GPU)")
@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.scale_steps is not None and args.scale_steps < 1:
         raise UserError(f"--scale-steps {args.scale_steps}: must be at least 1")
     sizes = tuple(args.scale_sizes.split(",")) if args.scale_sizes else ("0.1",) if args.quick else ScaleBench.sizes
-    settings.scale = ScaleBench(sizes=sizes, max_steps=args.scale_steps or (3 if args.quick else None),
+    cap = 3 if args.quick else None if device.type == "cuda" else 200  # a CPU trains an hour's cache for hours
+    settings.scale = ScaleBench(sizes=sizes, max_steps=args.scale_steps or cap,
                                 **({"episodes": 2, "block_rows": 64} if args.quick else {}))
     geometry = default_geometry()
     for size in sizes:
