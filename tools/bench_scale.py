@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -197,7 +197,7 @@ def train_epoch(cache_path: Path, device: torch.device, max_steps: int) -> dict:
     return {"samples": samples, "sampler_samples_per_s": samples / sampler_s, "sampler_epoch_s": sampler_s,
             "sampler_bytes_per_s": read / sampler_s, "train_samples": trained, "train_steps": steps,
             "train_samples_per_s": trained / train_s, "train_epoch_s": train_s * (samples / trained if capped else 1),
-            "capped": capped, "batch": defaults.sampler.batch_size, "head": asdict(defaults.head)["kind"],
+            "capped": capped, "batch": defaults.sampler.batch_size, "head": defaults.head.kind,
             "precision": precision_name(bf16), "index_bytes": index,
             "index_bytes_per_sample": index / max(1, len(sampler)),
             "baseline_rss_bytes": baseline, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}

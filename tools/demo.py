@@ -10,7 +10,10 @@
 4. DAgger: that agent drives other tracks (seeds 500+) while the expert's keys are recorded; stage 1
    and 2 again on everything (--dagger-rounds times);
 5. the agent drives held-out tracks (seeds 1000+) with a fixed latency, next to the expert;
-6. writes OUT/results.md (the table), OUT/drive.mp4 (first held-out track), OUT/train/curves.png.
+6. writes OUT/results.md (the table, the machine and the seconds per stage), OUT/drive.mp4 (first
+   held-out track), OUT/train/curves.png.
+The backbone runs in bf16 where that is fast (CUDA, CPUs with AVX512-BF16/AMX), else fp32; the first line
+says which, with the CPU features found.
 Each step is skipped when its output is already there, so an interrupted demo continues.
 """
 import argparse
