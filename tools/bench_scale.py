@@ -156,7 +156,8 @@ def patch_files(cache: Path) -> list[Path]:
 
 def run_child(cache: Path, device: torch.device, max_steps: int | None) -> dict:
     """The training epoch in a fresh process: its peak resident memory is the training's alone."""
-    cmd = [sys.executable, "-m", "tools.bench_scale", str(cache), str(device), str(max_steps or 0)]
+    cmd = [sys.executable, "-m", "tools.bench_scale", str(cache), str(device), str(max_steps or 0),
+           str(torch.get_num_threads())]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
                                                                       os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -211,5 +212,6 @@ def resident_bytes() -> int:
         return 0
 
 
-if __name__ == "__main__":  # the child of run_child
+if __name__ == "__main__":  # the child of run_child: cache, device, max steps, torch threads
+    torch.set_num_threads(int(sys.argv[4]))
     print(json.dumps(train_epoch(Path(sys.argv[1]), torch.device(sys.argv[2]), int(sys.argv[3]))))
