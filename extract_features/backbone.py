@@ -256,6 +256,12 @@ def cpu_features() -> list[str]:
     return found
 
 
+def cpu_features_text() -> str:
+    """cpu_features() for people: "AVX2 kernels, AVX512-BF16, AMX" (units the kernels may not use)."""
+    level, *units = cpu_features()
+    return ", ".join([f"{level} kernels", *units])
+
+
 def fast_bf16(device: torch.device | str) -> bool:
     """Whether bf16 autocast is faster than fp32 here: on CUDA GPUs with bf16, and on CPUs whose AVX512
     kernels have AVX512-BF16 or AMX (about 2x for ViT-S/14). Elsewhere bf16 is emulated and many times

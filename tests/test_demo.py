@@ -5,7 +5,7 @@ import pytest
 from data.episode import Episode
 from data.errors import UserError
 from data.profiles import load_profile
-from extract_features.backbone import RAW_PATCHES, cpu_features
+from extract_features.backbone import RAW_PATCHES, cpu_features_text
 from tests.test_agent import write_profile_episode
 from tools.bench_machine import cpu_model
 from tools.demo import DemoSettings, StageTimes, run
@@ -29,7 +29,7 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
               "held-out tracks: the agent drives", "held-out tracks: the expert drives", "all"]
     assert [line.split(" | ")[0][2:] for line in report.split("| stage | seconds |")[1].strip().splitlines()[1:]] == stages
     out = capsys.readouterr().out
-    assert f"machine: no GPU; CPU {cpu_model()}" in out and f"{', '.join(cpu_features())}; backbone in " in out
+    assert f"machine: no GPU; CPU {cpu_model()}" in out and f"{cpu_features_text()}; backbone in " in out
 
     run(s)  # everything is there: nothing is recorded or trained again
     out = capsys.readouterr().out

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from drive.agent import load_agent
-from extract_features.backbone import FeatureExtractor, cpu_features, fast_bf16, load_backbone
+from extract_features.backbone import FeatureExtractor, cpu_features, cpu_features_text, fast_bf16, load_backbone
 from extract_features.preprocess import PreprocessSettings
 from tests.test_agent import make_checkpoint
 
@@ -27,6 +27,7 @@ def test_fast_bf16_on_cpus(monkeypatch, capability, avx512_bf16, amx, fast):
     fake_cpu(monkeypatch, capability, avx512_bf16, amx)
     assert fast_bf16("cpu") is fast
     assert cpu_features() == [capability] + ["AVX512-BF16"] * avx512_bf16 + ["AMX"] * amx
+    assert cpu_features_text() == ", ".join([f"{capability} kernels"] + ["AVX512-BF16"] * avx512_bf16 + ["AMX"] * amx)
     backbone = load_backbone("vit_tiny_test", "random", progress=False)
     assert FeatureExtractor(backbone, PreprocessSettings()).bf16 is fast  # stage 1's default follows
     assert FeatureExtractor(backbone, PreprocessSettings(), bf16=not fast).bf16 is not fast  # unless forced
@@ -39,7 +40,7 @@ def test_a_bf16_checkpoint_warns_on_a_cpu_without_fast_bf16(tmp_path, monkeypatc
     agent = load_agent(ckpt, device="cpu", log=lines.append)
     assert agent.extractor.bf16  # still bf16: the head was trained on bf16 tokens
     warnings = [line for line in lines if line.startswith("warning")]
-    assert len(warnings) == 1 and "bf16" in warnings[0] and "AVX2" in warnings[0] and "--bf16 off" in warnings[0]
+    assert len(warnings) == 1 and "bf16" in warnings[0] and "(AVX2 kernels)" in warnings[0] and "--bf16 off" in warnings[0]
 
     lines.clear()
     fake_cpu(monkeypatch, "AVX512", True, True)

@@ -33,7 +33,7 @@ from data.split import SplitSettings
 from drive.evaluate import evaluate_agent, evaluate_expert, format_table
 from drive.dagger import record_dagger
 from drive.expert_recording import RecordSettings, episode_prefix, record_expert
-from extract_features.backbone import RAW_PATCHES, cpu_features, fast_bf16, pick_device, precision_name
+from extract_features.backbone import RAW_PATCHES, cpu_features_text, fast_bf16, pick_device, precision_name
 from extract_features.pipeline import ExtractSettings, extract
 from extract_features.weights import hub_cache_path, official_url
 from train_head.heads import HeadSettings
@@ -84,10 +84,9 @@ class StageTimes:
 def machine_line() -> str:
     """The CPU, the features torch found on it and the backbone precision they give, e.g. for a slow demo."""
     device = pick_device("auto")
-    found = ", ".join(cpu_features())
-    why = "" if fast_bf16(device) or device.type != "cpu" else " (no AVX512-BF16/AMX: bf16 would be several times slower)"
+    why = "" if fast_bf16(device) or device.type != "cpu" else " (bf16 would be several times slower here)"
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
-    return f"{where}; CPU {cpu_model()}, {torch.get_num_threads()} threads, {found}; backbone in {precision_name(fast_bf16(device))}{why}"
+    return f"{where}; CPU {cpu_model()}, {torch.get_num_threads()} threads, {cpu_features_text()}; backbone in {precision_name(fast_bf16(device))}{why}"
 
 
 def demo_weights(backbone: str) -> str:
