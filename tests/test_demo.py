@@ -1,6 +1,7 @@
 """`make demo` end to end at toy size: expert demos, stage 1, a pilot head per DAgger round, the rounds,
 the final head, the table; a second run finds every step done."""
 import pytest
+import torch
 
 from data.episode import Episode
 from data.errors import UserError
@@ -8,7 +9,7 @@ from data.profiles import load_profile
 from extract_features.backbone import RAW_PATCHES, cpu_features_text
 from tests.test_agent import write_profile_episode
 from tools.bench_machine import cpu_model
-from tools.demo import DemoSettings, StageTimes, run
+from tools.demo import DemoSettings, StageTimes, demo_threads, run
 
 
 def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
@@ -58,3 +59,15 @@ def test_stage_times_add_up_the_rounds_of_each_stage():
         pass
     assert times.seconds == {"stage 1": 3.5, "training": 5.0}
     assert times.table().splitlines()[2:] == ["| stage 1 | 4 |", "| training | 5 |", "| all | 8 |"]
+
+
+def test_one_thread_on_a_two_core_cpu_without_fast_bf16(monkeypatch):
+    cpu, d = torch.device("cpu"), DemoSettings()
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")  # an AVX2-only CPU
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert demo_threads(d, cpu, cores=2) == 1 and demo_threads(d, cpu, cores=1) == 1
+    assert demo_threads(d, cpu, cores=4) == 2  # more cores: torch's choice
+    assert demo_threads(DemoSettings(threads=2), cpu, cores=2) == 2  # --threads wins
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert demo_threads(d, cpu, cores=2) == 2  # fast bf16: as the demo's 13 minutes were measured

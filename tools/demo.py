@@ -17,6 +17,7 @@ says which, with the CPU features found.
 Each step is skipped when its output is already there, so an interrupted demo continues.
 """
 import argparse
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ class DemoSettings:
     seq_len: int = 3
     tracks: int = 10  # held-out tracks, seeds 1000, 1001, ...
     first_track: int = 1000
+    threads: int | None = None  # torch CPU threads; None: see demo_threads
 
 
 class StageTimes:
@@ -79,6 +81,21 @@ class StageTimes:
     def table(self) -> str:
         rows = [f"| {stage} | {seconds:.0f} |" for stage, seconds in self.seconds.items()]
         return "\n".join(["| stage | seconds |", "|---|---:|", *rows, f"| all | {sum(self.seconds.values()):.0f} |"])
+
+
+def demo_threads(s: DemoSettings, device: torch.device, cores: int | None = None) -> int:
+    """Torch CPU threads for the demo: s.threads, else 1 on a CPU of at most 2 cores without fast bf16, else
+    torch's choice. With 2 threads on 2 cores every op waits at a barrier for a thread that the demo's own
+    reader, writer or game thread (or anything else) has taken the core from: ViT-S/14 at 168x112 (AVX2
+    kernels, a shared 2-core machine) took 1084 ms/frame at batch 1 and 116 at batch 16 with 2 threads,
+    41 and 36 with 1. An idle machine was not available to measure what 1 thread costs there, so CPUs
+    with fast bf16 (where the demo's 13 minutes were measured with 2 threads) keep torch's choice."""
+    if s.threads is not None:
+        return s.threads
+    cores = cores or os.cpu_count() or 1
+    if device.type == "cpu" and cores <= 2 and not fast_bf16(device):
+        return 1
+    return torch.get_num_threads()
 
 
 def machine_line() -> str:
@@ -200,6 +217,7 @@ def learn(s: DemoSettings, log, times: StageTimes | None = None) -> tuple[Path, 
 def run(s: DemoSettings) -> str:
     start = time.perf_counter()
     log = lambda what: print(f"[{time.perf_counter() - start:6.0f} s] {what}", flush=True)  # noqa: E731
+    torch.set_num_threads(demo_threads(s, pick_device("auto")))
     machine = machine_line()
     log(f"machine: {machine}")
     times = StageTimes()
@@ -240,13 +258,17 @@ def main() -> None:
                                                              f"the heads that pilot a DAgger round: {d.pilot_steps})")
     p.add_argument("--tracks", type=int, default=d.tracks, help="held-out tracks to drive (default: %(default)s)")
     p.add_argument("--backbone", default=d.backbone)
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: 1 on a CPU of at most 2 cores without "
+                                               "fast bf16, where 2 threads collide with the demo's own; else torch's choice)")
     args = p.parse_args()
     if args.dagger_rounds < 0:
         raise UserError(f"--dagger-rounds {args.dagger_rounds}: must be >= 0")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads {args.threads}: must be at least 1")
     if not args.dagger_minutes > 0:
         raise UserError(f"--dagger-minutes {args.dagger_minutes}: must be > 0")
     run(DemoSettings(out=args.out, minutes=args.minutes, steps=args.steps, tracks=args.tracks, backbone=args.backbone,
-                     dagger_rounds=args.dagger_rounds, dagger_minutes=args.dagger_minutes))
+                     dagger_rounds=args.dagger_rounds, dagger_minutes=args.dagger_minutes, threads=args.threads))
 
 
 if __name__ == "__main__":
