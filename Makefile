@@ -30,6 +30,7 @@ CKPT       ?= $(RUN)/best.pt
 DRIVE_ARGS ?=
 MINUTES    ?= 10
 ABLATE_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: install test test-all demo record record-expert import inspect estimate features train ablate ablate-drive drive eval bench measure-reduction clean-venv
 
@@ -80,7 +81,7 @@ eval:
 	$(PYRUN) drive --game carracing --ckpt $(CKPT) --eval --seeds 1000-1009 --latency 0.1 --table $(RUN)/eval.md $(DRIVE_ARGS)
 
 bench:
-	$(PYRUN) tools.bench
+	$(PYRUN) tools.bench --scale $(BENCH_ARGS)
 
 measure-reduction:
 	$(PYRUN) tools.measure_reduction --out runs/reduction

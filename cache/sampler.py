@@ -177,6 +177,14 @@ class SequenceSampler:
         out = np.stack([np.full(len(last), index), last, label, same_block], axis=1)
         return out[ok].astype(np.int64)
 
+    def index_nbytes(self) -> int:
+        """Bytes of the arrays the sampler holds besides the tokens (ram mode's copy of the cache): index
+        table, keys, labels and blocks of the epoch. They are numpy arrays or tensors, a few dozen bytes a
+        sample; nothing holds a Python object per row."""
+        held = [v for k, v in vars(self).items() if k != "_ram"]
+        held += [a for v in held if isinstance(v, list) for a in v]
+        return sum(a.nbytes for a in held if isinstance(a, (np.ndarray, torch.Tensor)))
+
     def __len__(self) -> int:
         return len(self.table)
 

@@ -17,7 +17,7 @@ from cache.store import LAST
 from data.errors import UserError
 from data.profiles import GameProfile, load_profile
 from drive.controller import ControllerSettings
-from extract_features.backbone import BackboneOutput, FeatureExtractor, load_backbone, pick_device
+from extract_features.backbone import BackboneOutput, FeatureExtractor, cpu_features_text, fast_bf16, load_backbone, pick_device
 from extract_features.preprocess import PreprocessSettings, preprocess
 from train_head.checkpoint import load_checkpoint
 from train_head.heads import HeadSettings, build_head
@@ -139,8 +139,12 @@ def load_agent(ckpt_path: str | Path, weights: str | None = None, device: str = 
     layer_projections = {int(layer): Projection(p["mean"].to(dev), p["components"].to(dev))
                          for layer, p in (ckpt.get("layer_projections") or {}).items()}
     # the backbone runs at the precision the features were extracted with (bf16 tokens differ slightly)
-    extractor = FeatureExtractor(backbone, prep, bf16=s.get("precision", "fp32") == "bf16",
-                                 layers=tuple(layer for layer in layers if layer != LAST))
+    bf16 = s.get("precision", "fp32") == "bf16"
+    if bf16 and not fast_bf16(dev):
+        where = f"this CPU ({cpu_features_text()})" if dev.type == "cpu" else str(dev)
+        log(f"warning: {path}: features extracted in bf16, which {where} runs several times slower than fp32: "
+            f"each decision is that much later; re-extract with --bf16 off and retrain to drive fast here")
+    extractor = FeatureExtractor(backbone, prep, bf16=bf16, layers=tuple(layer for layer in layers if layer != LAST))
     return Agent(path=path, settings=s, extractor=extractor, reduction=Reduction(**s["reduction"]),
                  projection=projection, head_settings=head_settings, head=head, profile=load_profile(s["profile"]),
                  device=dev, layers=layers, layer_projections=layer_projections)

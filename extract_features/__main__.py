@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--shard", type=parse_shard, default=(1, 1), metavar="K/N", help="extract only shard K of N")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
     p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
-                   help="bf16 autocast: auto = on CUDA GPUs that support it; on also helps CPUs with AVX512-BF16")
+                   help="bf16 autocast: auto = where it is fast (CUDA GPUs, CPUs with AVX512-BF16 or AMX); "
+                        "on elsewhere makes the backbone, and the live loop of any head trained on it, many times slower")
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone (GPU)")
     p.add_argument("--refresh", action="store_true", help="re-extract recordings that changed since extraction")
     p.add_argument("--kind", action="append", help="only episodes of this kind (repeatable)")

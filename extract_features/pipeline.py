@@ -22,7 +22,8 @@ from data.errors import UserError, disk_faults, require
 from data.index import EpisodeInfo, index_episodes
 from data.paths import check_output_folder
 from data.profiles import GameProfile, load_profile
-from extract_features.backbone import RAW_PATCHES, FeatureExtractor, backbone_config, load_backbone, pick_device, preprocess_settings
+from extract_features.backbone import (RAW_PATCHES, FeatureExtractor, backbone_config, load_backbone, pick_device,
+                                       precision_name, preprocess_settings)
 from extract_features.preprocess import patch_grid
 
 
@@ -44,7 +45,7 @@ class ExtractSettings:
     batch_size: int = 64  # backbone batch; blocks are cut into batches of this size
     shard: tuple[int, int] = (1, 1)  # (K, N): this process extracts episodes K, K+N, K+2N, ...
     device: str = "auto"
-    bf16: bool | None = None  # None: on where the device supports it (CUDA)
+    bf16: bool | None = None  # None: where it is fast (backbone.fast_bf16: CUDA, CPUs with AVX512-BF16/AMX)
     compile: bool = False
     refresh: bool = False  # re-extract recordings that changed since extraction
     kinds: tuple[str, ...] | None = None
@@ -103,7 +104,7 @@ def extract(settings: ExtractSettings, log=print, free_disk=None,
 
     spec = CacheSpec(backbone=backbone.name, weights_digest=backbone.weights_digest,
                      weights_label=backbone.weights_label, weights_source=settings.weights, preprocess=_asdict(prep),
-                     precision="bf16" if extractor.bf16 else "fp32",
+                     precision=precision_name(extractor.bf16),
                      augment=profile.augment.subset(variants).text(), augment_seed=settings.augment_seed,
                      reduction=settings.reduction.describe(), block_rows=settings.block_rows,
                      grid=patch_grid(h, w, prep), channels=backbone.config.embed_dim,

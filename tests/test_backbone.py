@@ -245,15 +245,15 @@ def test_feature_extractor_matches_the_model_and_bf16_stays_close():
     settings = PreprocessSettings()
     with torch.no_grad():
         ref = backbone.model(preprocess(frames, settings))
-    extractor = FeatureExtractor(backbone, settings)
-    assert not extractor.bf16 and extractor.grid(180, 240) == (13, 18)
+    extractor = FeatureExtractor(backbone, settings, bf16=False)  # the default follows the CPU: test_precision.py
+    assert extractor.grid(180, 240) == (13, 18)
     out = extractor(frames)
     assert out.patch.shape == (3, 13 * 18, 48) and out.patch.is_inference()
     assert torch.equal(out.patch, ref.patch) and torch.equal(out.cls, ref.cls)
     half = FeatureExtractor(backbone, settings, bf16=True)(frames)
     error = ((half.patch - ref.patch).norm() / ref.patch.norm()).item()
     assert 0 < error < 0.05 and half.patch.dtype == torch.float32  # bf16 really ran, and stayed close
-    early = FeatureExtractor(backbone, settings, block=0)(frames)
+    early = FeatureExtractor(backbone, settings, bf16=False, block=0)(frames)
     assert torch.equal(early.patch, backbone.model(preprocess(frames, settings), block=0).patch)
 
 
@@ -266,8 +266,8 @@ def test_feature_extractor_refuses_a_patch_size_mismatch():
 def test_compiled_extractor_gives_the_same_tokens():
     backbone = tiny_backbone()
     frames = synthetic_frames(2, (180, 240, 3), seed=14)
-    ref = FeatureExtractor(backbone, PreprocessSettings())(frames)
-    out = FeatureExtractor(backbone, PreprocessSettings(), compile=True)(frames)
+    ref = FeatureExtractor(backbone, PreprocessSettings(), bf16=False)(frames)
+    out = FeatureExtractor(backbone, PreprocessSettings(), bf16=False, compile=True)(frames)
     assert torch.allclose(out.patch, ref.patch, atol=1e-5)
 
 

@@ -5,14 +5,17 @@ import pytest
 import torch
 
 from data.errors import UserError
+from extract_features.backbone import fast_bf16, precision_name
 from tools.bench import FIGURES, main
+from tools.bench_scale import default_geometry
 
 
 def test_quick_bench_writes_every_figure(tmp_path):
     out = tmp_path / "bench"
     threads = torch.get_num_threads()
     try:
-        main(["--quick", "--backbones", "vit_tiny_test", "--p3-gb", "0.01", "--threads", "1", "--out", str(out)])
+        main(["--quick", "--backbones", "vit_tiny_test", "--p3-gb", "0.01", "--threads", "1", "--out", str(out),
+              "--scale", "--scale-sizes", "0.1"])
     finally:
         torch.set_num_threads(threads)
     assert sorted(p.name for p in out.iterdir()) == ["results.json", "results.md"]  # inputs deleted
@@ -31,6 +34,16 @@ def test_quick_bench_writes_every_figure(tmp_path):
         assert f[name][pair[0]] > 0 and f[name][pair[1]] > 0
         assert ratio == pytest.approx(f[name][pair[0]] / f[name][pair[1]])
     assert f["p1"]["batch"] == 4 and f["p3"]["samples"] > 0
+    # scale: a 0.1 GB cache of the defaults' geometry (whole blocks), read and trained on in a child process
+    scaled, geometry = f["scale"]["sizes"]["0.1"], default_geometry()
+    assert scaled["cache_bytes"] == scaled["rows"] * geometry.grid[0] * geometry.grid[1] * geometry.channels * 2 >= 0.1e9
+    assert scaled["samples"] > 3 * scaled["batch"] and scaled["train_steps"] == 3  # --scale-steps: 3 when quick
+    assert scaled["capped"] and scaled["train_epoch_s"] > 0 and scaled["read_efficiency"] > 0
+    assert 0 < scaled["peak_rss_bytes"] and 0 < scaled["index_bytes_per_sample"] < 100
+    # every figure runs in the precision this CPU is fast at, and says which
+    fast = precision_name(fast_bf16("cpu"))
+    assert results["machine"]["precision"] == fast
+    assert f["stage1"]["precision"] == f["p1"]["precision"] == f["p4"]["precision"] == fast
 
     # 13x18 patches of 48 channels: the exact bytes stage 1 stores per frame
     sizes = f["cache_bytes"]["backbones"]["vit_tiny_test"]
@@ -46,12 +59,16 @@ def test_quick_bench_writes_every_figure(tmp_path):
         assert 0 <= keys["median_ms"] <= keys["p99_ms"] <= keys["max_ms"]
 
     md = (out / "results.md").read_text()
-    for text in ("Key release time error", "Stage-1 efficiency", "P1", "P3", "P4", "ms/frame", "int8", results["machine"]["cpu"], "RANDOM weights"):
+    for text in ("Key release time error", "Stage-1 efficiency", "P1", "P3", "P4", "ms/frame", "int8", results["machine"]["cpu"], "RANDOM weights",
+                 "Scale: one stream-mode training epoch", "| 0.1: 0.1 GB",
+                 f"Precision: {fast} ("):
         assert text in md
 
 
 @pytest.mark.parametrize("argv, flag", [(["--skip", "p2"], "--skip"), (["--p3-gb", "0"], "--p3-gb"),
-                                        (["--backbones", "vit_huge"], "vit_huge")])
+                                        (["--backbones", "vit_huge"], "vit_huge"),
+                                        (["--scale", "--scale-sizes", "seed,x"], "--scale-sizes x"),
+                                        (["--scale", "--scale-steps", "0"], "--scale-steps")])
 def test_bad_flags_are_refused_before_anything_is_written(tmp_path, argv, flag):
     with pytest.raises(UserError, match=flag):
         main([*argv, "--out", str(tmp_path / "bench")])

@@ -1,13 +1,15 @@
 """`make demo` end to end at toy size: expert demos, stage 1, a pilot head per DAgger round, the rounds,
 the final head, the table; a second run finds every step done."""
 import pytest
+import torch
 
 from data.episode import Episode
 from data.errors import UserError
 from data.profiles import load_profile
-from extract_features.backbone import RAW_PATCHES
+from extract_features.backbone import RAW_PATCHES, cpu_features_text
 from tests.test_agent import write_profile_episode
-from tools.demo import DemoSettings, run
+from tools.bench_machine import cpu_model
+from tools.demo import DemoSettings, StageTimes, demo_threads, run
 
 
 def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
@@ -23,7 +25,12 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
     for name in ("train-round0/best.pt", "train-round1/best.pt", "train/best.pt", "train/curves.png", "drive.mp4", "results.md"):
         assert (s.out / name).exists(), name
     assert "| all 1 | agent |" in report and "| all 1 | expert |" in report and "2 DAgger round(s)" in report
-    capsys.readouterr()
+    # where the time went, and on what: the CPU features torch found and the precision they gave
+    stages = ["recording the expert", "stage 1 (backbone over the recordings)", "training", "DAgger: the agent drives",
+              "held-out tracks: the agent drives", "held-out tracks: the expert drives", "all"]
+    assert [line.split(" | ")[0][2:] for line in report.split("| stage | seconds |")[1].strip().splitlines()[1:]] == stages
+    out = capsys.readouterr().out
+    assert f"machine: no GPU; CPU {cpu_model()}" in out and f"{cpu_features_text()}; backbone in " in out
 
     run(s)  # everything is there: nothing is recorded or trained again
     out = capsys.readouterr().out
@@ -39,3 +46,28 @@ def test_demo_refuses_a_folder_of_frames_of_another_size(tmp_path):
                                         rf"{w}x{h}; remove .*demo or pass another --out"):
         run(DemoSettings(out=tmp_path / "demo"))
     assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["recordings"]
+
+
+def test_stage_times_add_up_the_rounds_of_each_stage():
+    now = iter([0.0, 2.0, 2.0, 7.0, 10.0, 11.5])
+    times = StageTimes(clock=lambda: next(now))
+    with times("stage 1"):
+        pass
+    with times("training"):
+        pass
+    with times("stage 1"):
+        pass
+    assert times.seconds == {"stage 1": 3.5, "training": 5.0}
+    assert times.table().splitlines()[2:] == ["| stage 1 | 4 |", "| training | 5 |", "| all | 8 |"]
+
+
+def test_one_thread_on_a_two_core_cpu_without_fast_bf16(monkeypatch):
+    cpu, d = torch.device("cpu"), DemoSettings()
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")  # an AVX2-only CPU
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert demo_threads(d, cpu, cores=2) == 1 and demo_threads(d, cpu, cores=1) == 1
+    assert demo_threads(d, cpu, cores=4) == 2  # more cores: torch's choice
+    assert demo_threads(DemoSettings(threads=2), cpu, cores=2) == 2  # --threads wins
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert demo_threads(d, cpu, cores=2) == 2  # fast bf16: as the demo's 13 minutes were measured

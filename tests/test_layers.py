@@ -39,7 +39,7 @@ def extract_tiny(root, layers=(), reduction=Reduction(), name="cache"):
     if not recordings.exists():
         write_profile_episode(recordings / "ep.zarr", "gta5", n=24, noise=True)
     return extract(ExtractSettings(recordings=[recordings], cache=root / name, backbone="vit3_tiny_test", weights=tiny_weights(root),
-                                   reduction=reduction, layers=layers, variants=("clean",), block_rows=16, batch_size=8,
+                                   reduction=reduction, layers=layers, variants=("clean",), block_rows=16, batch_size=8, bf16=False,
                                    progress=False), log=silent)
 
 

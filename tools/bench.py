@@ -29,7 +29,8 @@ from tools.bench_extract import CacheBytesBench, Stage1Bench, cache_bytes_per_fr
 from extract_features.backbone import pick_device
 from tools.bench_machine import describe, load_average
 from tools.bench_read import ReadBench, sampler_read_efficiency
-from tools.bench_report import write_results
+from tools.bench_report import precision_line, write_results
+from tools.bench_scale import ScaleBench, default_geometry, scale_figures, size_bytes
 from tools.bench_train import TrainBench, training_speedup
 
 FIGURES = {  # name → what it measures, in the order they run
@@ -40,6 +41,7 @@ FIGURES = {  # name → what it measures, in the order they run
     "p4": "P4: live-loop decisions/s, ring buffer ÷ recompute",
     "cache_bytes": "cache bytes per frame: fp16, int8, PCA",
     "key_release": "key release time error of the key scheduler: median, p99, max",
+    "scale": "scale: stream-mode training from caches of the users' size (only with --scale)",
 }
 
 
@@ -55,6 +57,7 @@ class BenchSettings:
     p4: DriveBench
     cache_bytes: CacheBytesBench
     key_release: KeyReleaseBench = field(default_factory=KeyReleaseBench)
+    scale: ScaleBench = field(default_factory=ScaleBench)
     quick: bool = False
     skip: tuple[str, ...] = ()
     command: str = "python -m tools.bench"  # written into the results
@@ -117,6 +120,8 @@ def run_figure(name: str, s: BenchSettings, work: Path, log) -> dict:
         return decision_speedup(s.p4, s.device, log)
     if name == "key_release":
         return release_timing(s.key_release, log)
+    if name == "scale":
+        return scale_figures(s.scale, s.device, work, log)
     return cache_bytes_per_frame(s.cache_bytes, s.device, work, log)
 
 
@@ -126,6 +131,7 @@ def run_bench(s: BenchSettings, log=print) -> dict:
         raise UserError(f"--out {s.out}: is a file; give a directory for the results")
     machine = describe(s.device, s.command)
     log(f"bench on {machine['device']} ({machine['cpu']}, {machine['torch_threads']} torch threads), "
+        f"precision {precision_line(machine)}, "
         f"backbones {', '.join(s.backbones)}{', quick' if s.quick else ''}")
     created = not s.out.exists()
     s.out.mkdir(parents=True, exist_ok=True)
@@ -159,12 +165,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("bench"), help="folder for results.md / results.json (default: bench)")
     p.add_argument("--p3-gb", type=float, help="size of the on-disk cache P3 streams (default: 3, quick: 0.25)")
     p.add_argument("--skip", default="", help=f"comma-separated figures to leave out: {', '.join(FIGURES)}")
+    p.add_argument("--scale", action="store_true", help="also the scale figure: a synthetic cache of each "
+                   "--scale-sizes, a plain read of it and one stream-mode training epoch with the real head")
+    p.add_argument("--scale-sizes", help="comma-separated cache sizes for --scale: seed (the seed's dataset as the "
+                   "gta5 defaults cache it), ram (1.25x this machine's memory) or GB (default: seed,ram; quick: 0.1)")
+    p.add_argument("--scale-steps", type=int, help="cap on the training steps of each --scale epoch; the epoch's "
+                   "time is then extrapolated (default: the whole epoch on a GPU, 200 on a CPU; quick: 3)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core)")
     p.add_argument("--backbones", help="comma-separated backbones; the first runs stage 1, P1, P3 and P4, all are "
                                        "timed and sized (default: dinov2_vits14,dinov2_vitb14 on CPU, B/14 first on GPU)")
     args = p.parse_args(argv)
     skip = tuple(n for n in args.skip.split(",") if n)
     unknown = [n for n in skip if n not in FIGURES]
+    skip += () if args.scale or "scale" in skip else ("scale",)
     if unknown:
         raise UserError(f"--skip {args.skip}: unknown figure(s) {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
     p3_gb = args.p3_gb if args.p3_gb is not None else (0.25 if args.quick else 3.0)
@@ -179,8 +192,18 @@ def main(argv: list[str] | None = None) -> None:
     for name in backbones:
         backbone_config(name)  # refuses an unknown name before anything runs
     command = " ".join(["python -m tools.bench", *(sys.argv[1:] if argv is None else argv)])
+    settings = make_settings(args.out, device, backbones, args.quick, p3_gb, skip, command)
+    if args.scale_steps is not None and args.scale_steps < 1:
+        raise UserError(f"--scale-steps {args.scale_steps}: must be at least 1")
+    sizes = tuple(args.scale_sizes.split(",")) if args.scale_sizes else ("0.1",) if args.quick else ScaleBench.sizes
+    cap = 3 if args.quick else None if device.type == "cuda" else 200  # a CPU trains an hour's cache for hours
+    settings.scale = ScaleBench(sizes=sizes, max_steps=args.scale_steps or cap,
+                                **({"episodes": 2, "block_rows": 64} if args.quick else {}))
+    geometry = default_geometry()
+    for size in sizes:
+        size_bytes(size, geometry)  # refuses a bad size before anything runs
     with disk_faults(args.out, kept="its temporary inputs are deleted; free space or pass another --out"):
-        run_bench(make_settings(args.out, device, backbones, args.quick, p3_gb, skip, command))
+        run_bench(settings)
 
 
 if __name__ == "__main__":

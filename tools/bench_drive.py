@@ -16,7 +16,7 @@ from drive.agent import Agent
 from drive.controller import ControllerSettings
 from drive.keys import KeyScheduler, RecordingSink
 from drive.loop import DriveParts, LoopSettings, drive
-from extract_features.backbone import FeatureExtractor, backbone_config, load_backbone, preprocess_settings
+from extract_features.backbone import FeatureExtractor, backbone_config, load_backbone, precision_name, preprocess_settings
 from extract_features.preprocess import patch_grid
 from tools.bench_data import scene_frames
 from tools.bench_machine import synchronizer
@@ -72,9 +72,10 @@ def decision_speedup(s: DriveBench, device: torch.device, log=print) -> dict:
     best = {mode: max(summaries, key=lambda summary: summary.decisions_per_s) for mode, summaries in results.items()}
     rate = {mode: summary.decisions_per_s for mode, summary in best.items()}
     log(f"  ring buffer {rate['ring']:.2f} decisions/s, recompute {rate['recompute']:.2f} decisions/s")
-    return {"backbone": s.backbone, "precision": "bf16" if agent.extractor.bf16 else "fp32", "seq_len": s.seq_len,
+    return {"backbone": s.backbone, "precision": precision_name(agent.extractor.bf16), "seq_len": s.seq_len,
             "decisions": s.decisions, "rounds": s.rounds,
             "ring_decisions_per_s": rate["ring"], "recompute_decisions_per_s": rate["recompute"],
             "ring_p50_ms": best["ring"].latency_ms["total"]["p50"],
+            "ring_p95_ms": best["ring"].latency_ms["total"]["p95"],
             "recompute_p50_ms": best["recompute"].latency_ms["total"]["p50"],
             "speedup": rate["ring"] / rate["recompute"], "goal": 2.5}

@@ -11,7 +11,7 @@ import torch
 from cache.reduce import Reduction
 from data.episode import Episode
 from data.profiles import load_profile
-from extract_features.backbone import FeatureExtractor, backbone_config, load_backbone, preprocess_settings
+from extract_features.backbone import FeatureExtractor, backbone_config, load_backbone, precision_name, preprocess_settings
 from extract_features.pipeline import ExtractSettings, extract
 from extract_features.preprocess import patch_grid
 from tools.bench_data import array_bytes, write_recordings
@@ -29,7 +29,7 @@ class Stage1Bench:
     batch: int = 16  # backbone batch, the same on both sides
     block_rows: int = 32
     rounds: int = 2  # bare and pipeline alternate; the best of each counts
-    bf16: bool | None = None  # the pipeline's default: on CUDA GPUs that support it
+    bf16: bool | None = None  # the pipeline's default: where it is fast (fast_bf16)
 
 
 @dataclass
@@ -84,7 +84,7 @@ def stage1_efficiency(s: Stage1Bench, device: torch.device, work: Path, log=prin
     shutil.rmtree(root)
     backbone_fps, pipeline_fps, call_fps = n / min(bare_s), n / min(run_s), n / min(call_s)
     log(f"  extract() {pipeline_fps:.2f} frames/s, bare backbone {backbone_fps:.2f} frames/s")
-    return {"backbone": s.backbone, "precision": "bf16" if extractor.bf16 else "fp32", "batch": s.batch,
+    return {"backbone": s.backbone, "precision": precision_name(extractor.bf16), "batch": s.batch,
             "frames": n, "block_rows": s.block_rows, "rounds": s.rounds,
             "pipeline_frames_per_s": pipeline_fps, "backbone_frames_per_s": backbone_fps,
             "efficiency": pipeline_fps / backbone_fps,

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import zarr
 
+from extract_features.backbone import cpu_features, fast_bf16, precision_name
+
 
 def synchronizer(device: torch.device) -> Callable[[], None]:
     """Waits for queued GPU work, so a timer stops when the work is done (a no-op on CPU)."""
@@ -38,6 +40,8 @@ def describe(device: torch.device, command: str) -> dict:
         "device": gpu or "cpu",
         "cpu": cpu_model(),
         "cpu_cores": os.cpu_count(),
+        "cpu_features": cpu_features(),
+        "precision": precision_name(fast_bf16(device)),  # what the figures run in, unless one says otherwise
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda if device.type == "cuda" else None,

@@ -45,6 +45,15 @@ def _goal_rows(figures: dict, quick: bool) -> list[str]:
     return rows
 
 
+def precision_line(m: dict) -> str:
+    """Which precision the figures ran in and why (results of older runs carry no precision: fp32/bf16 as labelled)."""
+    if "precision" not in m:
+        return "as labelled per figure"
+    why = "this GPU has bf16" if m["device"] != "cpu" else (
+        f"CPU kernels {', '.join(m['cpu_features'])}" + ("" if m["precision"] == "bf16" else "; no fast bf16 (AVX512-BF16 or AMX)"))
+    return f"{m['precision']} ({why})"
+
+
 def markdown(results: dict) -> str:
     m, figures = results["machine"], results["figures"]
     device = "no GPU" if m["device"] == "cpu" else f"GPU {m['device']} (CUDA {m['cuda']})"
@@ -54,6 +63,7 @@ def markdown(results: dict) -> str:
         "",
         f"Machine: {device}; CPU {m['cpu']}, {m['cpu_cores']} cores, torch threads: {m['torch_threads']}; "
         f"torch {m['torch']}, zarr {m['zarr']}, numpy {m['numpy']}, Python {m['python']}.",
+        f"Precision: {precision_line(m)}.",
         f"Run {m['date']}{commit} with `{m['command']}`"
         f"{' (quick: small sizes, indicative only)' if results['quick'] else ''}.",
         "Backbones have RANDOM weights: speed does not depend on the weights.",
@@ -86,7 +96,29 @@ def markdown(results: dict) -> str:
             lines.append(f"| {name} | {v['grid'][0]}x{v['grid'][1]} | {r['fp16']['bytes_per_frame'] / 1000:.1f} kB "
                          f"| {r['int8']['bytes_per_frame'] / 1000:.1f} kB "
                          f"| {r['pca']['bytes_per_frame'] / 1000:.1f} kB ({v['pca_dim']} dims) |")
+    if "scale" in figures:
+        lines += scale_lines(figures["scale"])
     return "\n".join(lines) + "\n"
+
+
+def scale_lines(f: dict) -> list[str]:
+    lines = ["", f"Scale: one stream-mode training epoch (default head and sampler, {f['device']}) from synthetic caches "
+                 f"of {f['geometry']} ({f['row_bytes'] / 1e3:.1f} kB a row); machine memory "
+                 f"{f['memory_bytes'] / 1e9:.1f} GB:", "",
+             "| cache | training samples/s | epoch | sampler alone: read ÷ plain read | peak memory (before reading; buffer bound) "
+             "| index bytes/sample |", "|---|---|---|---|---|---|"]
+    for size, v in f["sizes"].items():
+        if "skipped" in v:
+            lines.append(f"| {size}: {v['cache_bytes'] / 1e9:.1f} GB | skipped: {v['skipped']} | | | | |")
+            continue
+        lines.append(f"| {size}: {v['cache_bytes'] / 1e9:.1f} GB, {v['samples']} samples | {v['train_samples_per_s']:.0f} "
+                     f"({v['precision']}, batch {v['batch']}) | {v['train_epoch_s']:.0f} s"
+                     f"{' (extrapolated from ' + str(v['train_steps']) + ' steps)' if v['capped'] else ''} "
+                     f"| {v['read_efficiency']:.2f} ({v['sampler_bytes_per_s'] / 1e9:.2f} vs "
+                     f"{v['plain_bytes_per_s'] / 1e9:.2f} GB/s, page cache {v['page_cache']}) "
+                     f"| {v['peak_rss_bytes'] / 1e9:.2f} GB ({v['baseline_rss_bytes'] / 1e9:.2f}; {v['buffer_bound_bytes'] / 1e9:.2f} GB) "
+                     f"| {v['index_bytes_per_sample']:.0f} |")
+    return lines
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -95,9 +127,9 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_results(out: Path, results: dict) -> tuple[Path, Path]:
+def write_results(out: Path, results: dict, extra_lines: list[str] = ()) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "results.json", out / "results.md"
     _write_atomic(json_path, json.dumps(results, indent=2) + "\n")
-    _write_atomic(md_path, markdown(results))
+    _write_atomic(md_path, markdown(results) + "".join(line + "\n" for line in extra_lines))
     return json_path, md_path

@@ -3,7 +3,8 @@
 Cache: SequenceSampler (ram mode) → float32 tokens → head → BCE → AdamW step, the steps of train_head/train.py.
 Seed:  the 3 frames of every sample through the frozen backbone inside the step (no grad), then the
        same head and step. Its frames are handed over already decoded in memory, which flatters it.
-Both sides: the same head, batch and bf16 autocast, the same sample order.
+Both sides: the same head, batch and precision (bf16 autocast where the device is fast at it, else fp32),
+the same sample order.
 """
 import time
 from contextlib import nullcontext
@@ -16,7 +17,7 @@ import torch
 from cache.sampler import SamplerSettings, SequenceSampler
 from data.episode import Episode
 from data.profiles import load_profile
-from extract_features.backbone import FeatureExtractor, backbone_config, load_backbone, preprocess_settings
+from extract_features.backbone import FeatureExtractor, backbone_config, fast_bf16, load_backbone, precision_name, preprocess_settings
 from extract_features.preprocess import patch_grid
 from tools.bench_data import whole_episodes, write_recordings, write_token_cache
 from tools.bench_machine import synchronizer
@@ -35,7 +36,7 @@ class TrainBench:
     cache_steps: int = 20  # timed steps per round
     seed_steps: int = 1
     rounds: int = 2  # the two sides alternate; the best round of each counts
-    bf16: bool = True
+    bf16: bool | None = None  # None: bf16 where it is fast (fast_bf16), else fp32
     episodes: int = 2
     frames: int = 200  # per episode, 80 fps: 160 sequences of 3 frames 0.25 s apart per episode
 
@@ -52,11 +53,12 @@ def training_speedup(s: TrainBench, device: torch.device, work: Path, log=print)
     sampler = SequenceSampler(cache, whole_episodes(cache), SamplerSettings(batch_size=s.batch, mode="ram"),
                               device=device)
     frames = [Episode(ep.recording).frames[:] for ep in sampler.episodes]
-    extractor = FeatureExtractor(backbone, prep, bf16=s.bf16)
+    bf16 = fast_bf16(device) if s.bf16 is None else s.bf16
+    extractor = FeatureExtractor(backbone, prep, bf16=bf16)
     head = build_head(HeadSettings(grid=grid, channels=channels, cls_channels=channels, seq_len=3)).to(device)
     optim = OptimSettings(max_steps=10 ** 6)
     optimizer = make_optimizer(head, optim, device.type)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if s.bf16 else nullcontext()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     sync = synchronizer(device)
     step = 0
 
@@ -106,8 +108,8 @@ def training_speedup(s: TrainBench, device: torch.device, work: Path, log=print)
         cache_s.append(cache_steps(s.cache_steps) / s.cache_steps)
         seed_s.append(seed_steps(s.seed_steps) / s.seed_steps)
     cache_rate, seed_rate = s.batch / min(cache_s), s.batch / min(seed_s)
-    log(f"  from cache {cache_rate:.1f} samples/s, seed's way {seed_rate:.2f} samples/s")
-    return {"backbone": s.backbone, "batch": s.batch, "precision": "bf16" if s.bf16 else "fp32", "mode": "ram",
+    log(f"  from cache {cache_rate:.1f} samples/s, seed's way {seed_rate:.2f} samples/s ({precision_name(bf16)})")
+    return {"backbone": s.backbone, "batch": s.batch, "precision": precision_name(bf16), "mode": "ram",
             "cache_steps": s.cache_steps, "seed_steps": s.seed_steps, "rounds": s.rounds,
             "cache_samples_per_s": cache_rate, "seed_samples_per_s": seed_rate, "speedup": cache_rate / seed_rate,
             "goal": 50.0 if device.type == "cuda" else 35.0}

@@ -10,11 +10,16 @@
 4. DAgger: that agent drives other tracks (seeds 500+) while the expert's keys are recorded; stage 1
    and 2 again on everything (--dagger-rounds times);
 5. the agent drives held-out tracks (seeds 1000+) with a fixed latency, next to the expert;
-6. writes OUT/results.md (the table), OUT/drive.mp4 (first held-out track), OUT/train/curves.png.
+6. writes OUT/results.md (the table, the machine and the seconds per stage), OUT/drive.mp4 (first
+   held-out track), OUT/train/curves.png.
+The backbone runs in bf16 where that is fast (CUDA, CPUs with AVX512-BF16/AMX), else fp32; the first line
+says which, with the CPU features found.
 Each step is skipped when its output is already there, so an interrupted demo continues.
 """
 import argparse
+import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +35,13 @@ from drive.carracing import GameSettings
 from drive.evaluate import evaluate_agent, evaluate_expert, format_table
 from drive.dagger import record_dagger
 from drive.expert_recording import RecordSettings, episode_prefix, record_expert
-from extract_features.backbone import RAW_PATCHES, backbone_config
+from extract_features.backbone import RAW_PATCHES, backbone_config, cpu_features_text, fast_bf16, pick_device, precision_name
 from extract_features.pipeline import ExtractSettings, extract
 from extract_features.weights import hub_cache_path, official_url
 from train_head.heads import HeadSettings
 from train_head.optim import OptimSettings
 from train_head.train import ControllerDefaults, TrainSettings, train
+from tools.bench_machine import cpu_model
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ class DemoSettings:
     first_track: int = 1000
     game: str = "carracing"  # the embedded game's profile: carracing (top-down) or carracing_hood (hood camera)
     traffic: int | None = None  # traffic cars per track (None: the profile's; carracing_hood has 5)
+    threads: int | None = None  # torch CPU threads; None: see demo_threads
 
     def game_settings(self) -> GameSettings:
         return GameSettings(profile=self.game, traffic=self.traffic)
@@ -68,12 +75,50 @@ class DemoSettings:
         require(self.dagger_minutes > 0, "--dagger-minutes", self.dagger_minutes, "> 0")
         require(self.steps >= 1, "--steps", self.steps, "at least 1")
         require(self.tracks >= 1, "--tracks", self.tracks, "at least 1 held-out track")
+        require(self.threads is None or self.threads >= 1, "--threads", self.threads, "at least 1")
         backbone_config(self.backbone)  # an unknown name fails now, not after minutes of recording
 
 
-def fast_bf16() -> bool:
-    """bf16 autocast halves the backbone's time on CUDA and on CPUs with AVX512-BF16 (and slows others)."""
-    return torch.cuda.is_available() or getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+class StageTimes:
+    """Seconds spent in each stage of the demo, summed over its rounds: where the time goes."""
+
+    def __init__(self, clock=time.perf_counter):
+        self.clock, self.seconds = clock, {}
+
+    @contextmanager
+    def __call__(self, stage: str):
+        start = self.clock()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + self.clock() - start
+
+    def table(self) -> str:
+        rows = [f"| {stage} | {seconds:.0f} |" for stage, seconds in self.seconds.items()]
+        return "\n".join(["| stage | seconds |", "|---|---:|", *rows, f"| all | {sum(self.seconds.values()):.0f} |"])
+
+
+def demo_threads(s: DemoSettings, device: torch.device, cores: int | None = None) -> int:
+    """Torch CPU threads for the demo: s.threads, else 1 on a CPU of at most 2 cores without fast bf16, else
+    torch's choice. With 2 threads on 2 cores every op waits at a barrier for a thread that the demo's own
+    reader, writer or game thread (or anything else) has taken the core from: ViT-S/14 at 168x112 (AVX2
+    kernels, a shared 2-core machine) took 1084 ms/frame at batch 1 and 116 at batch 16 with 2 threads,
+    41 and 36 with 1. An idle machine was not available to measure what 1 thread costs there, so CPUs
+    with fast bf16 (where the demo's 13 minutes were measured with 2 threads) keep torch's choice."""
+    if s.threads is not None:
+        return s.threads
+    cores = cores or os.cpu_count() or 1
+    if device.type == "cpu" and cores <= 2 and not fast_bf16(device):
+        return 1
+    return torch.get_num_threads()
+
+
+def machine_line() -> str:
+    """The CPU, the features torch found on it and the backbone precision they give, e.g. for a slow demo."""
+    device = pick_device("auto")
+    why = "" if fast_bf16(device) or device.type != "cpu" else " (bf16 would be several times slower here)"
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
+    return f"{where}; CPU {cpu_model()}, {torch.get_num_threads()} threads, {cpu_features_text()}; backbone in {precision_name(fast_bf16(device))}{why}"
 
 
 def demo_weights(backbone: str) -> str:
@@ -116,7 +161,7 @@ def features(s: DemoSettings, log, backbone: str | None = None, cache: Path | No
     log(f"extracting {backbone} features into {cache}")
     extract(ExtractSettings(recordings=[s.out / "recordings"], cache=cache, backbone=backbone, weights=weights,
                             reduction=Reduction(pca_dim=s.pca_dim), variants=s.variants, block_rows=128,
-                            batch_size=32, bf16=fast_bf16() and backbone != RAW_PATCHES))
+                            batch_size=32, bf16=fast_bf16(pick_device("auto")) and backbone != RAW_PATCHES))
     return cache, weights
 
 
@@ -169,27 +214,40 @@ def dagger_round(s: DemoSettings, ckpt: Path, r: int, log) -> None:
                   log=lambda *a: None)
 
 
-def learn(s: DemoSettings, log) -> tuple[Path, str, Path]:
+def learn(s: DemoSettings, log, times: StageTimes | None = None) -> tuple[Path, str, Path]:
     """Expert demos, stage 1, stage 2, then per DAgger round: record, extract the new frames, train on all.
     Returns (cache, backbone weights used, the final checkpoint)."""
-    record(s, log)
-    cache, weights = features(s, log)
-    ckpt = train_round(s, cache, 0, log)
+    times = times or StageTimes()
+    with times("recording the expert"):
+        record(s, log)
+    with times("stage 1 (backbone over the recordings)"):
+        cache, weights = features(s, log)
+    with times("training"):
+        ckpt = train_round(s, cache, 0, log)
     for r in range(1, s.dagger_rounds + 1):
-        dagger_round(s, ckpt, r, log)
-        cache, _ = features(s, log)
-        ckpt = train_round(s, cache, r, log)
+        with times("DAgger: the agent drives"):
+            dagger_round(s, ckpt, r, log)
+        with times("stage 1 (backbone over the recordings)"):
+            cache, _ = features(s, log)
+        with times("training"):
+            ckpt = train_round(s, cache, r, log)
     return cache, weights, ckpt
 
 
 def run(s: DemoSettings) -> str:
     start = time.perf_counter()
     log = lambda what: print(f"[{time.perf_counter() - start:6.0f} s] {what}", flush=True)  # noqa: E731
-    cache, weights, ckpt = learn(s, log)
+    torch.set_num_threads(demo_threads(s, pick_device("auto")))
+    machine = machine_line()
+    log(f"machine: {machine}")
+    times = StageTimes()
+    cache, weights, ckpt = learn(s, log, times)
     seeds = held_out(s)
     log(f"driving {len(seeds)} held-out tracks (seeds {seeds[0]}-{seeds[-1]}), latency {s.latency} s")
-    agent = evaluate_agent(ckpt, seeds, latency=s.latency, video=s.out / "drive.mp4", game_settings=s.game_settings())
-    expert = evaluate_expert(seeds, latency=s.latency, game_settings=s.game_settings())
+    with times("held-out tracks: the agent drives"):
+        agent = evaluate_agent(ckpt, seeds, latency=s.latency, video=s.out / "drive.mp4", game_settings=s.game_settings())
+    with times("held-out tracks: the expert drives"):
+        expert = evaluate_expert(seeds, latency=s.latency, game_settings=s.game_settings())
     table = format_table({"agent": agent, "expert": expert}, compare=("agent", "expert"))
     report = (f"# Demo: CarRacing, expert vs agent on held-out tracks\n\n"
               f"backbone: {backbone_label(s.backbone, weights)}; {s.minutes:g} min of expert demos (pushed off "
@@ -197,10 +255,11 @@ def run(s: DemoSettings) -> str:
               f"{s.dagger_minutes:g} min; variants {', '.join(s.variants)}; PCA {s.pca_dim}; head lstm/patches "
               f"seq {s.seq_len} stride {s.stride_s} s; {s.steps} steps ({s.pilot_steps} before DAgger); latency "
               f"{s.latency} s (fixed, reproducible); proportional steering and gas\n\n{table}\n"
-              f"wall time {time.perf_counter() - start:.0f} s\n")
+              f"wall time {time.perf_counter() - start:.0f} s on {machine}\n\n"
+              f"Where the time went (steps already done by an earlier run take ~0 s):\n\n{times.table()}\n")
     (s.out / "results.md").write_text(report)
     log(f"done: {s.out / 'results.md'}, {s.out / 'drive.mp4'}, {ckpt.parent / 'curves.png'}")
-    print("\n" + table)
+    print("\n" + table + "\n\n" + times.table())
     return report
 
 
@@ -219,12 +278,16 @@ def main(argv: list[str] | None = None) -> None:
                                                              f"the heads that pilot a DAgger round: {d.pilot_steps})")
     p.add_argument("--tracks", type=int, default=d.tracks, help="held-out tracks to drive (default: %(default)s)")
     p.add_argument("--backbone", default=d.backbone)
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: 1 on a CPU of at most 2 cores without "
+                                               "fast bf16, where 2 threads collide with the demo's own; else torch's choice)")
     args = p.parse_args(argv)
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out}: is a file; give a directory for the demo")
+    settings = DemoSettings(out=args.out, minutes=args.minutes, steps=args.steps, tracks=args.tracks,
+                            backbone=args.backbone, dagger_rounds=args.dagger_rounds,
+                            dagger_minutes=args.dagger_minutes, threads=args.threads)
     with disk_faults(args.out, kept="each step's finished output is kept: rerun to continue"):
-        run(DemoSettings(out=args.out, minutes=args.minutes, steps=args.steps, tracks=args.tracks, backbone=args.backbone,
-                         dagger_rounds=args.dagger_rounds, dagger_minutes=args.dagger_minutes))
+        run(settings)
 
 
 if __name__ == "__main__":
