@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from cache.reduce import dequantize_int8
-from cache.sampler import SamplerSettings, SequenceSampler, in_background
+from cache.sampler import SamplerSettings, SequenceSampler
+from cache.stream import StreamReader, in_background
 from data.episode import Episode
 from data.errors import UserError
 from data.split import Segment
@@ -148,12 +149,13 @@ def test_reading_ahead_gives_exactly_the_batches_of_reading_in_place(tmp_path, t
         assert all(torch.equal(a.stored[k], b.stored[k]) for k in a.stored)
 
 
-def test_stream_mode_gathers_while_reading_and_lets_each_read_go_after_buffer_blocks_more(tmp_path, two_episodes):
+def test_stream_mode_gathers_while_reading_and_lets_each_read_go_after_buffer_blocks_more(tmp_path, two_episodes,
+                                                                                          monkeypatch):
     cache = synthetic_cache(tmp_path, two_episodes)
     s = SamplerSettings(seq_len=3, stride_s=0.2, batch_size=3, mode="stream", buffer_blocks=2, blocks_per_read=1,
                         read_ahead=0, seed=1)
     sampler = SequenceSampler(cache, whole(two_episodes), s)
-    read_run, reads, run_of = sampler._read_run, [], {}
+    read_run, reads, run_of = StreamReader.read, [], {}
 
     def logged_read(*args):
         rows, ids, local = read_run(*args)
@@ -161,7 +163,7 @@ def test_stream_mode_gathers_while_reading_and_lets_each_read_go_after_buffer_bl
         reads.append(weakref.ref(rows["patch"]))
         return rows, ids, local
 
-    sampler._read_run = logged_read
+    monkeypatch.setattr(StreamReader, "read", logged_read)
     batches = []
     for batch in sampler.epoch(0):
         alive = {n for n, ref in enumerate(reads) if ref() is not None}
