@@ -9,9 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from cache.index import EPISODE, LABEL, LAST, SAME_BLOCK, block_of
-from data.augment import AugmentSpec, variant_keys
-
-CLEAN = "clean"
+from data.augment import CLEAN, AugmentSpec, variant_keys
 
 
 def clean_index(variants: Sequence[str]) -> int:

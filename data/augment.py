@@ -27,7 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from data.augment_ops import OPS, STAGES, Op, warp_rows  # noqa: F401  (warp_rows: for tools.augment_view)
+from data.augment_ops import OPS, STAGES, Op
 from data.errors import UserError
 
 CLEAN = "clean"

@@ -45,8 +45,8 @@ class Op:
     IDENTITY: ClassVar[Any] = None  # the value that changes nothing (what draw gives when the op does not fire)
 
     def draw(self, rng: np.random.Generator) -> Any:
-        """One block's value. Draws every number whether the op fires or not, so one op's p does not move
-        the numbers of the ops after it."""
+        """One block's value: a number, bool or frozen dataclass, IDENTITY when the op does not fire. Draws
+        every number whether the op fires or not, so one op's p does not move the numbers of the ops after it."""
         raise NotImplementedError
 
     def fires(self, rng: np.random.Generator) -> bool:
