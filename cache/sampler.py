@@ -93,6 +93,9 @@ class Batch:
 
 
 class SequenceSampler:
+    """The samples of some segments of cached episodes, in batches per epoch: checks the cache, builds the
+    index once, then each epoch draws variants and labels and reads by settings.mode."""
+
     def __init__(self, cache: FeatureCache, segments: list[Segment], settings: SamplerSettings,
                  device: str | torch.device = "cpu", rank: int = 0, world: int = 1):
         self.cache, self.s, self.device = cache, settings, torch.device(device)
