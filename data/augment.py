@@ -1,17 +1,16 @@
 """Minimap-preserving augmentation as a few fixed variants per frame, computed before the backbone.
 
-A variant is a named set of ops (flip, warp, zoom, color, sky), each firing with probability `p` and
-drawing its parameters from [low, high] ranges. The draw is a pure function of (seed, episode, block,
-variant name): every frame of one call gets the same transform and re-running gives the same bytes.
+A variant is a named set of ops (data/augment_ops.py: flip, warp, zoom, color, sky), each firing with
+probability `p` and drawing its parameters from [low, high] ranges. The draw is a pure function of (seed,
+episode, block, variant name): every frame of one call gets the same transform and re-running gives the
+same bytes. Labels follow the pixels: each op that fired changes them by its own rule, in the order it
+changes the pixels (stage 2 recomputes them from the recording, without the pixels: variant_keys).
 
 HUD rectangles of the game profile (the minimap) come out of every variant exactly as they went in,
-or flipped in place for a flip. Before a warp or zoom they are inpainted so the resampling does not
-smear them into the scene. A flip alone needs no inpainting: the mirror image of each HUD rectangle
-keeps its own pixels, which makes a flip its own inverse.
-
-Labels follow the pixels: a flip swaps a and d; a warp is applied only to frames whose keys are w alone
-or nothing and adds the corrective steer (content shifted left at the bottom -> a, right -> d), as the
-seed did after comma.ai's lateral-planning idea.
+or flipped in place for a mirror; this module is the one place that keeps them. Before a resampling op
+(warp, zoom) they are inpainted so the resampling does not smear them into the scene. A mirror alone needs
+no inpainting: the mirror image of each HUD rectangle keeps its own pixels, which makes a flip its own
+inverse.
 
 Profile TOML (see data/profiles/gta5.toml); "clean" is always there and always first:
 
@@ -23,84 +22,40 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
-from typing import ClassVar
+from typing import Any
 
 import cv2
 import numpy as np
 
+from data.augment_ops import OPS, STAGES, Op
 from data.errors import UserError
-from data.labels import A, D, S
 
 CLEAN = "clean"
 TEXT_VERSION = "augment-v1"  # bump when a transform's pixels change, so cached features are refused
 INPAINT_RADIUS = 2  # at half resolution
 INPAINT_PAD = 8  # context around a HUD rectangle given to cv2.inpaint; the rest of the frame is not touched
 
-Range = tuple[float, float]
-
 
 # --- the spec ------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class FlipOp:
-    p: float = 1.0
-    LIMITS: ClassVar[dict] = {}
-
-
-@dataclass(frozen=True)
-class WarpOp:
-    """Rows shifted progressively: the bottom row moves shift/2 one way, the top row shift/2 the other,
-    then a zoom of 1 + shift hides the borders (the seed: 50..100 px of 240)."""
-    p: float = 1.0
-    shift: Range = (0.2, 0.42)  # fraction of the frame width
-    LIMITS: ClassVar[dict] = {"shift": (0.0, 0.5)}
-
-
-@dataclass(frozen=True)
-class ZoomOp:
-    p: float = 1.0
-    scale: Range = (1.1, 1.3)  # about the frame centre
-    LIMITS: ClassVar[dict] = {"scale": (0.5, 2.0)}
-
-
-@dataclass(frozen=True)
-class ColorOp:
-    """Pointwise colour changes on a [0, 1] scale; the defaults lean darker, as the seed's (tunnels, dusk)."""
-    p: float = 1.0
-    brightness: Range = (0.6, 1.1)  # factor
-    contrast: Range = (0.75, 1.15)  # factor about mid-grey
-    gamma: Range = (0.9, 1.5)  # exponent; > 1 darkens the mid-tones
-    hue: Range = (-8.0, 8.0)  # degrees
-    saturation: Range = (0.7, 1.2)  # factor
-    value: Range = (0.75, 1.05)  # factor
-    rgb_shift: Range = (-0.05, 0.05)  # added to each channel separately
-    LIMITS: ClassVar[dict] = {"brightness": (0.0, 4.0), "contrast": (0.0, 4.0), "gamma": (0.1, 10.0),
-                              "hue": (-90.0, 90.0), "saturation": (0.0, 4.0), "value": (0.0, 4.0),
-                              "rgb_shift": (-1.0, 1.0)}
-
-
-@dataclass(frozen=True)
-class SkyOp:
-    p: float = 1.0
-    fraction: Range = (0.3, 0.4)  # of the rows, from the top, blacked out
-    LIMITS: ClassVar[dict] = {"fraction": (0.0, 0.9)}
-
-
-OPS = {"flip": FlipOp, "warp": WarpOp, "zoom": ZoomOp, "color": ColorOp, "sky": SkyOp}
+def _registry_order(op: Op) -> int:
+    return list(OPS).index(op.NAME)
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One augmentation variant; ops run in this field order (geometry, colour, sky)."""
+    """One augmentation variant: a name and its ops, at most one of each, kept in registry order."""
     name: str
-    flip: FlipOp | None = None
-    warp: WarpOp | None = None
-    zoom: ZoomOp | None = None
-    color: ColorOp | None = None
-    sky: SkyOp | None = None
+    ops: tuple[Op, ...] = ()
 
-    def ops(self) -> dict:
-        return {name: getattr(self, name) for name in OPS if getattr(self, name) is not None}
+    def __post_init__(self):
+        names = [op.NAME for op in self.ops]
+        if len(set(names)) < len(names):
+            raise ValueError(f"variant {self.name} names an op twice: {names}")
+        object.__setattr__(self, "ops", tuple(sorted(self.ops, key=_registry_order)))
+
+    def op(self, name: str) -> Op | None:
+        return next((op for op in self.ops if op.NAME == name), None)
 
 
 @dataclass(frozen=True)
@@ -123,7 +78,7 @@ class AugmentSpec:
 
     def text(self) -> str:
         """Stable text form, for the feature cache's fingerprint; `from_text` reads it back."""
-        table = {v.name: {op: _op_table(o) for op, o in v.ops().items()} for v in self.variants}
+        table = {v.name: {op.NAME: _op_table(op) for op in v.ops} for v in self.variants}
         return f"{TEXT_VERSION} {json.dumps(table, separators=(',', ':'))}"
 
     @classmethod
@@ -147,14 +102,14 @@ class AugmentSpec:
                 if ops:
                     raise ValueError(f"{where} is the unaugmented frame and takes no ops")
                 continue
-            parsed = {}
+            parsed = []
             for op, params in ops.items():
                 if op not in OPS:
                     raise ValueError(f"{where}: unknown op '{op}'; ops are {', '.join(OPS)}")
-                parsed[op] = _parse_op(OPS[op], params, f"{where}.{op}")
+                parsed.append(_parse_op(OPS[op], params, f"{where}.{op}"))
             if not parsed:
                 raise ValueError(f"{where} has no ops; give at least one of {', '.join(OPS)}")
-            variants.append(Variant(name, **parsed))
+            variants.append(Variant(name, tuple(parsed)))
         return cls(tuple(variants))
 
 
@@ -195,82 +150,51 @@ def _spec_from_text(text: str) -> AugmentSpec:
     return AugmentSpec.from_table(json.loads(body))
 
 
-# --- the draw: one variant's random parameters for one block -----------------------------------------
-
-@dataclass(frozen=True)
-class ColorDraw:
-    brightness: float
-    contrast: float
-    gamma: float
-    hue: float
-    saturation: float
-    value: float
-    rgb_shift: tuple[float, float, float]
-
+# --- the draw: one variant's values for one block ---------------------------------------------------
 
 @dataclass(frozen=True)
 class Draw:
-    """What a variant does to every frame of one block."""
-    flip: bool = False
-    warp: float = 0.0  # bottom row vs top row shift, fraction of width; < 0: bottom content moves left (steer a)
-    zoom: float = 1.0
-    color: ColorDraw | None = None
-    sky: float = 0.0  # fraction of rows blacked out from the top
+    """What a variant does to every frame of one block: the value each op that fired drew, in registry order.
+    An op missing here changes nothing."""
+    fired: tuple[tuple[Op, Any], ...] = ()
 
-    @property
-    def geometric(self) -> bool:
-        return self.flip or self.warp != 0 or self.zoom != 1
+    @classmethod
+    def of(cls, **values) -> "Draw":
+        """A draw of these values, by op name, for ops with default parameters (for tests and tools)."""
+        return _draw([(OPS[name](), value) for name, value in values.items()])
+
+    def get(self, name: str):
+        """The value op `name` drew, or its identity when it did not fire."""
+        return next((value for op, value in self.fired if op.NAME == name), OPS[name].IDENTITY)
+
+    def stage(self, stage: str) -> list[tuple[Op, Any]]:
+        return [(op, value) for op, value in self.fired if op.STAGE == stage]
+
+    def in_order(self) -> list[tuple[Op, Any]]:
+        """The ops that fired, in the order they change pixels and labels: by stage, then registry order."""
+        return [pair for stage in STAGES for pair in self.stage(stage)]
+
+
+def _draw(pairs) -> Draw:
+    return Draw(tuple(sorted(((op, v) for op, v in pairs if v != op.IDENTITY), key=lambda p: _registry_order(p[0]))))
 
 
 @lru_cache(maxsize=4096)
 def draw_params(variant: Variant, *, seed: int, episode: str, block: int) -> Draw:
-    """The variant's random parameters, a pure function of (seed, episode, block, variant name)."""
+    """The variant's values, a pure function of (seed, episode, block, variant name)."""
     key = f"{seed}\x1f{episode}\x1f{block}\x1f{variant.name}".encode()
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
-
-    def fires(op) -> bool:
-        return op is not None and rng.random() < op.p
-
-    def uniform(r: Range, size=None):
-        return rng.uniform(r[0], r[1], size)
-
-    # Every present op draws its numbers whether it fires or not, so one op's p does not move the others.
-    draw = {}
-    if variant.flip is not None:
-        draw["flip"] = bool(fires(variant.flip))
-    if variant.warp is not None:
-        on, shift, left = fires(variant.warp), uniform(variant.warp.shift), rng.random() < 0.5
-        draw["warp"] = float(-shift if left else shift) if on else 0.0
-    if variant.zoom is not None:
-        on, scale = fires(variant.zoom), uniform(variant.zoom.scale)
-        draw["zoom"] = float(scale) if on else 1.0
-    if variant.color is not None:
-        c, on = variant.color, fires(variant.color)
-        values = ColorDraw(*(float(uniform(getattr(c, f))) for f in ("brightness", "contrast", "gamma", "hue",
-                                                                         "saturation", "value")),
-                           rgb_shift=tuple(float(x) for x in uniform(c.rgb_shift, 3)))
-        draw["color"] = values if on else None
-    if variant.sky is not None:
-        on, fraction = fires(variant.sky), uniform(variant.sky.fraction)
-        draw["sky"] = float(fraction) if on else 0.0
-    return Draw(**draw)
+    return _draw([(op, op.draw(rng)) for op in variant.ops])  # registry order: the order numbers are drawn
 
 
 # --- labels --------------------------------------------------------------------------------------
 
-def warp_rows(keys: np.ndarray) -> np.ndarray:
-    """Frames a warp may change: w alone or no key (a, s, d all up)."""
-    keys = np.asarray(keys)
-    return (keys[..., A] == 0) & (keys[..., S] == 0) & (keys[..., D] == 0)
-
-
-def apply_keys(keys: np.ndarray, draw: Draw, warped: np.ndarray) -> np.ndarray:
-    """Labels after the draw: the corrective steer added where `warped`, then a and d swapped for a flip."""
+def apply_keys(keys: np.ndarray, draw: Draw, frame_keys: np.ndarray) -> np.ndarray:
+    """Labels (..., 4) after the draw: each op's rule where it selects the frame by `frame_keys` (the keys of
+    the frame it transformed), in pixel order."""
     out = np.array(keys, dtype=np.uint8, copy=True)
-    if draw.warp != 0:
-        out[..., A if draw.warp < 0 else D] |= np.asarray(warped, dtype=np.uint8)
-    if draw.flip:
-        out[..., [A, D]] = out[..., [D, A]]
+    for op, value in draw.in_order():
+        out = op.keys(out, value, op.selects(frame_keys))
     return out
 
 
@@ -278,16 +202,13 @@ def variant_keys(label_keys, frame_keys, variant: str | Variant, *, seed: int, e
                  spec: str | AugmentSpec) -> np.ndarray:
     """The label of a sample as its variant changed it, without touching pixels (stage 2).
 
-    `frame_keys` are the keys of the frame the variant transformed (they decide whether it was warped);
+    `frame_keys` are the keys of the frame the variant transformed (they decide which ops select it);
     `label_keys` are the keys the model learns for it (possibly shifted later in time).
     """
     if isinstance(variant, str):
         spec = AugmentSpec.from_text(spec) if isinstance(spec, str) else spec
         variant = spec.variant(variant)
-    if variant.flip is None and variant.warp is None:
-        return np.array(label_keys, dtype=np.uint8, copy=True)
-    draw = draw_params(variant, seed=seed, episode=episode, block=block)
-    return apply_keys(label_keys, draw, warp_rows(frame_keys))
+    return apply_keys(label_keys, draw_params(variant, seed=seed, episode=episode, block=block), frame_keys)
 
 
 # --- pixels --------------------------------------------------------------------------------------
@@ -296,7 +217,8 @@ def apply_variant(frames: np.ndarray, keys: np.ndarray, variant: str | Variant, 
                   episode: str, block: int) -> tuple[np.ndarray, np.ndarray]:
     """Frames (N, H, W, 3) uint8 RGB and keys (N, 4) through one variant; returns new arrays, same shapes.
 
-    keys[i] decides whether frame i may be warped and is changed with it: pass the keys of each frame.
+    keys[i] decides which ops change frame i (a warp only w alone or nothing) and is changed with it: pass
+    the keys of each frame.
     """
     frames, keys = np.asarray(frames), np.asarray(keys)
     if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
@@ -306,53 +228,59 @@ def apply_variant(frames: np.ndarray, keys: np.ndarray, variant: str | Variant, 
     if isinstance(variant, str):
         variant = profile.augment.variant(variant)
     draw = draw_params(variant, seed=seed, episode=episode, block=block)
-    warped = warp_rows(keys) if draw.warp != 0 else np.zeros(len(frames), dtype=bool)
-    new_keys = apply_keys(keys, draw, warped)
+    new_keys = apply_keys(keys, draw, keys)
     rects = list(profile.hud.values())
-    if not (draw.geometric or draw.color or draw.sky):
+    if not draw.fired:
         return frames.copy(), new_keys
 
-    out = _geometry(frames, draw, warped, rects) if draw.geometric else frames.copy()
-    if draw.color is not None:
-        out = recolor(out, draw.color)
-    if draw.sky:
-        out[:, :round(draw.sky * frames.shape[1])] = 0
-    for r in rects:  # the HUD exactly as recorded, flipped in place for a flip
+    out, resampled = _resample(frames, keys, draw.stage("resample"), rects)
+    mirrored = False
+    for op, value in draw.stage("mirror"):
+        out, mirrored = op.pixels(out, value), not mirrored
+    if mirrored:  # no inpainting: the HUD's mirror image keeps its own pixels, so flip(flip(x)) == x
+        for r in rects:
+            m = r.flipped(frames.shape[2])
+            out[~resampled, m.y0:m.y1, m.x0:m.x1] = frames[~resampled, m.y0:m.y1, m.x0:m.x1]
+    for op, value in draw.stage("pixels"):
+        out = op.pixels(out, value)
+    for r in rects:  # the HUD exactly as recorded, mirrored in place for a mirror
         hud = frames[:, r.y0:r.y1, r.x0:r.x1]
-        out[:, r.y0:r.y1, r.x0:r.x1] = hud[:, :, ::-1] if draw.flip else hud
+        out[:, r.y0:r.y1, r.x0:r.x1] = hud[:, :, ::-1] if mirrored else hud
     return out, new_keys
 
 
-def _geometry(frames: np.ndarray, draw: Draw, warped: np.ndarray, rects) -> np.ndarray:
+def _resample(frames: np.ndarray, keys: np.ndarray, moves: list[tuple[Op, Any]], rects) -> tuple[np.ndarray, np.ndarray]:
+    """(a copy of the frames with each one remapped once by the resample ops that select it, which frames were)."""
     n, h, w, _ = frames.shape
-    plain = remap_tables(h, w, 0.0, draw.zoom)
-    sheared = remap_tables(h, w, draw.warp, draw.zoom) if warped.any() else None
     out = frames.copy()
     resampled = np.zeros(n, dtype=bool)
-    for i in range(n):
-        tables = sheared if warped[i] else plain
-        if tables is not None:
+    if not moves:
+        return out, resampled
+    selected = np.stack([op.selects(keys) for op, _ in moves], axis=1)  # (N, ops)
+    for pattern in np.unique(selected, axis=0):
+        tables = remap_tables(h, w, [move for move, on in zip(moves, pattern) if on])
+        if tables is None:
+            continue
+        for i in np.flatnonzero((selected == pattern).all(axis=1)):
             out[i] = cv2.remap(inpaint_hud(frames[i], rects), *tables, cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REFLECT_101)
             resampled[i] = True
-    if draw.flip:
-        out = cv2.flip(out.reshape(-1, w, 3), 1).reshape(out.shape)  # numpy's reversed copy is 4x slower
-        for r in rects:  # no inpainting: the HUD's mirror image keeps its own pixels, so flip(flip(x)) == x
-            m = r.flipped(w)
-            out[~resampled, m.y0:m.y1, m.x0:m.x1] = frames[~resampled, m.y0:m.y1, m.x0:m.x1]
-    return out
+    return out, resampled
 
 
-def remap_tables(h: int, w: int, warp: float, zoom: float):
-    """cv2.remap tables for a zoom about the centre (times 1 + |warp|) and the diagonal warp; None if identity."""
-    if warp == 0 and zoom == 1:
+def remap_tables(h: int, w: int, moves: list[tuple[Op, Any]]):
+    """cv2.remap tables for the ops' zoom about the centre, then their displacements; None for no ops."""
+    if not moves:
         return None
-    scale = zoom * (1 + abs(warp))
+    scale = 1.0
+    for op, value in moves:
+        scale *= op.magnification(value)
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     cy, cx = (h - 1) / 2, (w - 1) / 2
     sy = cy + (ys - cy) / scale
     sx = cx + (xs - cx) / scale
-    sx -= warp * w * (sy / max(h - 1, 1) - 0.5)  # content at row y moves by warp*w*(y/(h-1) - 1/2)
+    for op, value in moves:
+        op.displace(value, sx, sy, h, w)
     return cv2.convertMaps(sx.astype(np.float32), sy.astype(np.float32), cv2.CV_16SC2)
 
 
@@ -377,23 +305,3 @@ def inpaint_hud(frame: np.ndarray, rects) -> np.ndarray:
                             interpolation=cv2.INTER_LINEAR)
         crop[mask > 0] = filled[mask > 0]
     return out
-
-
-def recolor(frames: np.ndarray, c: ColorDraw) -> np.ndarray:
-    """Colour change of (N, H, W, 3) uint8 RGB frames, as lookup tables over the whole batch at once."""
-    shape = frames.shape
-    flat = np.ascontiguousarray(frames).reshape(-1, shape[-2], 3)  # cv2 sees one tall image
-    if c.hue != 0 or c.saturation != 1 or c.value != 1:
-        levels = np.arange(256, dtype=np.float64)
-        hue = np.where(levels < 180, (levels + round(c.hue / 2)) % 180, levels)  # 8-bit hue is degrees / 2
-        hsv_lut = np.stack([hue, levels * c.saturation, levels * c.value], axis=-1)
-        hsv = cv2.LUT(cv2.cvtColor(flat, cv2.COLOR_RGB2HSV), _to_lut(hsv_lut))
-        flat = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-    x = np.arange(256, dtype=np.float64) / 255 * c.brightness
-    x = np.clip((x - 0.5) * c.contrast + 0.5, 0, 1) ** c.gamma
-    rgb_lut = (x[:, None] + np.asarray(c.rgb_shift)[None, :]) * 255
-    return cv2.LUT(flat, _to_lut(rgb_lut)).reshape(shape)
-
-
-def _to_lut(table: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(table), 0, 255).astype(np.uint8).reshape(256, 1, 3)

@@ -41,10 +41,11 @@ def write_episode(path, n=40, fps=20.0, kind="regular", pad_frames=0, shape=(180
 
 
 def synthetic_cache(tmp_path, episodes, variants=("clean", "flip"), block_rows=8, every=2, grid=(2, 3), channels=4,
-                    random_tokens=False, dtype="fp16"):
+                    random_tokens=False, dtype="fp16", augment=None):
     """A feature cache without a backbone. Cache rows = every `every`-th recording row after the
     padding; patch tokens hold 1000 * variant index + recording row (or random numbers), cls the
-    episode number. dtype="int8": patches stored quantized, with their scales."""
+    episode number. dtype="int8": patches stored quantized, with their scales. augment: the profile's
+    [augment] table the cache says its variants come from (default: a flip)."""
     import torch
 
     from cache.reduce import quantize_int8
@@ -55,7 +56,7 @@ def synthetic_cache(tmp_path, episodes, variants=("clean", "flip"), block_rows=8
     GRID, C = grid, channels
     rng = np.random.default_rng(0)
     spec = CacheSpec(backbone="synthetic", weights_digest="0", weights_label="synthetic", weights_source="none",
-                     preprocess={}, precision="fp32", augment=AugmentSpec.from_table({"flip": {"flip": {"p": 1.0}}}).text(), augment_seed=0,
+                     preprocess={}, precision="fp32", augment=AugmentSpec.from_table(augment or {"flip": {"flip": {"p": 1.0}}}).text(), augment_seed=0,
                      reduction={"dtype": dtype, "pca_dim": None, "pca_frames": 1, "fps": None},
                      block_rows=block_rows, grid=GRID, channels=C, registers=0)
     cache = FeatureCache.create_or_open(tmp_path / "cache", spec)

@@ -101,7 +101,7 @@ def test_minimap_rectangle_comes_out_of_every_variant_unchanged(game):
         for block in range(4):
             out, _ = apply_variant(frames, keys, variant, profile, seed=0, episode="ep", block=block)
             expected = frames[:, rect.y0:rect.y1, rect.x0:rect.x1]
-            if draw_params(variant, seed=0, episode="ep", block=block).flip:
+            if draw_params(variant, seed=0, episode="ep", block=block).get("flip"):
                 expected = expected[:, :, ::-1]
             np.testing.assert_array_equal(out[:, rect.y0:rect.y1, rect.x0:rect.x1], expected)
             if (out != frames).any():

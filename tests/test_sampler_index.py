@@ -29,7 +29,8 @@ def test_index_is_arrays_of_bounded_bytes_per_sample(tmp_path, mode):
                 assert value.ndim == 0 or value.shape[0] in (len(sampler), len(sampler.variants),
                                                              len(sampler.episodes)), name  # per sample, variant or episode
     per_sample = [s.index_nbytes() / len(s) for s in (small, large)]
-    assert per_sample[1] < 80  # table 32 B, labels 16 B, block 8 B, keys 4 B a row, ...
+    assert per_sample[1] < 80  # table 32 B, keys 4 B a row, ...
     assert per_sample[1] <= per_sample[0]  # does not grow with the cache
-    table, labels = large.table, large._epoch_labels
-    assert large.index_nbytes() >= table.nbytes + labels.nbytes + sum(k.nbytes for k in large.keys)
+    assert large.index_nbytes() >= large.table.nbytes + sum(k.nbytes for k in large.keys)
+    labels = large.labels(large.table, large.draw_variants(0))  # an epoch's, passed along, never kept
+    assert labels.shape == (len(large), 4) and labels.nbytes / len(large) <= 16

@@ -9,7 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data.augment import apply_variant, warp_rows
+from data.augment import apply_variant
+from data.augment_ops import warp_rows
 from data.episode import Episode
 from data.errors import UserError
 from data.labels import keys_text
