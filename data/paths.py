@@ -13,13 +13,7 @@ def check_writable(path: str | Path, flag: str, suffixes: tuple[str, ...] = ()) 
         raise UserError(f"{flag} {path}: must end in {' or '.join(suffixes)}")
     if path.is_dir():
         raise UserError(f"{flag} {path}: is a directory; give a file name")
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise UserError(f"{flag} {path}: {folder} is a file, not a folder; choose another path")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"{flag} {path}: {folder} is not writable (read-only or no permission); choose another path")
+    _check_can_create(path, path.parent, flag)
     return path
 
 
@@ -29,11 +23,15 @@ def check_output_folder(path: str | Path, flag: str) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{flag} {path}: is a file; give a folder")
-    folder = path
+    _check_can_create(path, path, flag)
+    return path
+
+
+def _check_can_create(path: Path, folder: Path, flag: str) -> None:
+    """The first existing folder at or above `folder` must be a writable folder."""
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
         raise UserError(f"{flag} {path}: {folder} is a file, not a folder; choose another path")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {path}: {folder} is not writable (read-only or no permission); choose another path")
-    return path
