@@ -17,12 +17,12 @@ from data.paths import check_writable
 from data.profiles import load_profile
 from data.screen import Region
 from drive.agent import Agent, load_agent
-from drive.carracing import CarRacingGame, GameSettings, check_latency
+from drive.carracing.game import CarRacingGame, GameSettings, check_latency
 from drive.controller import ControllerSettings
 from drive.gta5.scancodes import key_name
 from drive.takeover import TakeoverSettings, default_context_s
-from drive.hood_game import game_view
-from drive.evaluate import (TrackSettings, check_agent_plays_carracing, evaluate_agent, evaluate_expert,
+from drive.carracing.hood_game import game_view
+from drive.carracing.evaluate import (TrackSettings, check_agent_plays_carracing, evaluate_agent, evaluate_expert,
                             expert_latency, format_table, parse_seeds, run_track)
 from drive.gta5.session import KEY_OUTPUTS, GtaOptions, drive_gta5 as drive_gta5_window
 from drive.loop import MODES, LoopSettings

@@ -9,9 +9,9 @@ import pytest
 from data.episode import Episode
 from data.errors import UserError
 from data.profiles import load_profile
-from drive.carracing import CarRacingGame, GameSettings, RealTimeGame, TrackStats, plan_actions, summarize
-from drive.expert import score_expert, wheel_angles
-from drive.expert_recording import RecordSettings, frame_keys, held_seconds, record_expert
+from drive.carracing.game import CarRacingGame, GameSettings, RealTimeGame, TrackStats, plan_actions, summarize
+from drive.carracing.expert import score_expert, wheel_angles
+from drive.carracing.expert_recording import RecordSettings, frame_keys, held_seconds, record_expert
 
 
 @pytest.fixture(scope="module")

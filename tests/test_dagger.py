@@ -9,10 +9,10 @@ from data.episode import Episode
 from data.errors import UserError
 from drive import expert_recording
 from drive.agent import load_agent
-from drive.carracing import CarRacingGame
+from drive.carracing.game import CarRacingGame
 from drive.controller import ControllerSettings
-from drive.dagger import AgentPilot, record_dagger
-from drive.expert_recording import RecordSettings, frame_keys, held_seconds, record_expert
+from drive.carracing.dagger import AgentPilot, record_dagger
+from drive.carracing.expert_recording import RecordSettings, frame_keys, held_seconds, record_expert
 from tests.test_agent import make_checkpoint, silent
 
 

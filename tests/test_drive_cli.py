@@ -15,8 +15,8 @@ from data.errors import UserError
 from data.profiles import load_profile
 from data.screen import Region
 from drive.__main__ import main
-from drive.carracing import CarRacingGame, GameSettings, RealTimeGame, TrackStats
-from drive.evaluate import GameKeys, TrackRun, evaluate_agent, evaluate_expert, format_table, parse_seeds
+from drive.carracing.game import CarRacingGame, GameSettings, RealTimeGame, TrackStats
+from drive.carracing.evaluate import GameKeys, TrackRun, evaluate_agent, evaluate_expert, format_table, parse_seeds
 from extract_features.backbone import DinoV2
 from tests.test_agent import make_checkpoint
 

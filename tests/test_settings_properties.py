@@ -14,7 +14,7 @@ from data.legacy import ImportSettings
 from data.profiles import load_profile
 from data.recorder import RecorderSettings
 from data.split import SplitSettings
-from drive.carracing import MAX_LATENCY_S, check_latency
+from drive.carracing.game import MAX_LATENCY_S, check_latency
 from extract_features.pipeline import MAX_BLOCK_ROWS, ExtractSettings
 from tools.demo import DemoSettings
 from train_head.optim import OptimSettings

@@ -7,7 +7,7 @@ then get `rounds` x `round-minutes` of expert-labelled game time more:
   none      more expert demos (tracks 300+), no data from the agent's own driving;
   dagger    the latest head drives tracks 500+ while the expert labels every frame (tools.demo's rounds);
   takeover  the latest head drives the same tracks; the expert takes over behind a gate when the car
-            leaves the road or drifts off the line, and only its stretches are labelled (drive.corrections);
+            leaves the road or drifts off the line, and only its stretches are labelled (drive.carracing.corrections);
             the agent may drive far longer than round-minutes, only the expert's frames count.
 After the last round each arm trains its final head with every training seed, on all its data (no
 validation split, so no arm loses a different share of its new data; the last checkpoint is scored), and
@@ -26,11 +26,11 @@ import numpy as np
 
 from data.episode import Episode
 from data.errors import UserError, run_cli
-from drive.carracing import GameSettings
-from drive.corrections import GateSettings, TakeoverRecordSettings, record_takeover, takeover_prefix
-from drive.dagger import record_dagger
-from drive.evaluate import evaluate_agent, evaluate_expert
-from drive.expert_recording import RecordSettings, episode_prefix, record_expert
+from drive.carracing.game import GameSettings
+from drive.carracing.corrections import GateSettings, TakeoverRecordSettings, record_takeover, takeover_prefix
+from drive.carracing.dagger import record_dagger
+from drive.carracing.evaluate import evaluate_agent, evaluate_expert
+from drive.carracing.expert_recording import RecordSettings, episode_prefix, record_expert
 from tools.demo import DemoSettings, backbone_label, features, held_out, record, train_settings
 from train_head.train import train
 

@@ -26,10 +26,10 @@ from data.episode import Episode
 from data.errors import UserError, disk_faults, require, run_cli
 from data.profiles import load_profile
 from data.split import SplitSettings
-from drive.carracing import GameSettings
-from drive.evaluate import evaluate_agent, evaluate_expert, format_table
-from drive.dagger import record_dagger
-from drive.expert_recording import RecordSettings, episode_prefix, record_expert
+from drive.carracing.game import GameSettings
+from drive.carracing.evaluate import evaluate_agent, evaluate_expert, format_table
+from drive.carracing.dagger import record_dagger
+from drive.carracing.expert_recording import RecordSettings, episode_prefix, record_expert
 from extract_features.backbone import RAW_PATCHES, backbone_config
 from extract_features.pipeline import ExtractSettings, extract
 from extract_features.weights import hub_cache_path, official_url

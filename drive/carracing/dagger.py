@@ -13,13 +13,13 @@ import torch
 
 from drive.agent import Agent, load_agent
 from drive.controller import ControllerSettings, decide
-from drive.evaluate import check_agent_plays_carracing
-from drive.expert_recording import RecordSettings, record_expert
+from drive.carracing.evaluate import check_agent_plays_carracing
+from drive.carracing.expert_recording import RecordSettings, record_expert
 from drive.ring import RingBuffer
 
 
 class AgentPilot:
-    """The agent as a pilot for drive.expert_recording: one decision per recorded frame, on game time,
+    """The agent as a pilot for drive.carracing.expert_recording: one decision per recorded frame, on game time,
     with the live loop's ring buffer and selection by time, so it sees what it would see driving."""
 
     name = "dagger"
