@@ -226,7 +226,7 @@ def drive_gta5(agent: Agent, controller: ControllerSettings, args) -> None:
         takeover = takeover_settings(args)
         if takeover.context_s is None:
             takeover = dataclasses.replace(takeover, context_s=default_context_s(
-                agent.seq_len, agent.stride_s, float(agent.settings.get("label_shift_s", 0.0))))
+                agent.seq_len, agent.stride_s, agent.contract.label_shift_s))
     options = GtaOptions(keys=args.keys, region=args.region, window=args.window, hotkeys=not args.no_hotkeys,
                          takeover=takeover,
                          **{k: v for k, v in (("countdown_s", args.countdown), ("first_frame", args.first_frame))

@@ -35,7 +35,8 @@ from extract_features.pipeline import ExtractSettings, extract
 from extract_features.weights import hub_cache_path, official_url
 from train_head.heads import HeadSettings
 from train_head.optim import OptimSettings
-from train_head.train import ControllerDefaults, TrainSettings, train
+from train_head.contract import ControllerSettings
+from train_head.train import TrainSettings, train
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ def train_settings(s: DemoSettings, cache: Path, out_dir: Path, steps: int | Non
                          optim=OptimSettings(lr=1e-3, min_lr=1e-4, warmup_steps=min(100, (steps or s.steps) // 10),
                                              max_steps=steps or s.steps),
                          split=SplitSettings(val_fraction=0.1), eval_every=250,
-                         controller=ControllerDefaults(proportional_gas=True),
+                         controller=ControllerSettings(proportional_gas=True),
                          overwrite=True)  # a head whose training was cut off (no best.pt yet) is trained afresh
 
 

@@ -171,7 +171,7 @@ def record_takeover(ckpt: str | Path, out_dir: str | Path, minutes: float, seed:
     check_agent_plays_carracing(agent, settings.game)
     fps = agent.profile.fps
     settings.check(fps)
-    context = default_context_s(agent.seq_len, agent.stride_s, float(agent.settings.get("label_shift_s", 0.0)))
+    context = default_context_s(agent.seq_len, agent.stride_s, agent.contract.label_shift_s)
     player = ExpertPlayer(out_dir, settings, context, round(minutes * 60 * fps), np.random.default_rng(seed), log)
     game = CarRacingGame(settings.game)
     track_settings = TrackSettings(latency=settings.latency)

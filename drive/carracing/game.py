@@ -25,7 +25,7 @@ from gymnasium.envs.box2d.car_racing import FPS, PLAYFIELD, TRACK_WIDTH
 from data.errors import UserError, require
 from data.labels import KEYS
 from data.profiles import load_profile
-from drive import hood_game as hood
+from drive.carracing import hood_game as hood
 
 STEP_SECONDS = 1.0 / FPS
 RENDER_SIZE = (600, 400)  # (width, height) of CarRacing's rgb_array render
