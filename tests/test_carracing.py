@@ -278,7 +278,7 @@ def test_expert_with_latency_still_drives():
 def test_pushes_move_the_car_but_the_stored_keys_are_the_experts(tmp_path, monkeypatch):
     """DART-style recovery data: a push holds a steer key the expert did not want; the episode stores
     the wanted keys (label rule "any" makes them exact), and the car ends up elsewhere."""
-    from drive import expert_recording
+    from drive.carracing import expert_recording
     wanted, sent = [], []
     decide, advance = expert_recording.Expert.decide, CarRacingGame.advance
     monkeypatch.setattr(expert_recording.Expert, "decide",

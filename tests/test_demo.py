@@ -7,7 +7,7 @@ from data.errors import UserError
 from data.profiles import load_profile
 from extract_features.backbone import RAW_PATCHES
 from tests.test_agent import write_profile_episode
-from tools.demo import DemoSettings, run
+from drive.carracing.demo import DemoSettings, run
 
 
 def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):

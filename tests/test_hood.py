@@ -237,7 +237,7 @@ def test_expert_recording_dagger_and_eval_on_the_hood_profile(tmp_path):
 
 def test_demo_refuses_recordings_of_the_other_view(tmp_path):
     from tests.test_agent import write_profile_episode
-    from tools.demo import DemoSettings, run
+    from drive.carracing.demo import DemoSettings, run
 
     write_profile_episode(tmp_path / "demo" / "recordings" / "expert-seed0-000-regular.zarr", "carracing", n=4)
     with pytest.raises(UserError, match="recorded with the carracing profile, not carracing_hood; remove"):

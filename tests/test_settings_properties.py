@@ -16,7 +16,7 @@ from data.recorder import RecorderSettings
 from data.split import SplitSettings
 from drive.carracing.game import MAX_LATENCY_S, check_latency
 from extract_features.pipeline import MAX_BLOCK_ROWS, ExtractSettings
-from tools.demo import DemoSettings
+from drive.carracing.demo import DemoSettings
 from train_head.optim import OptimSettings
 from train_head.contract import ControllerSettings
 from train_head.train import TrainSettings

@@ -265,7 +265,7 @@ def test_struct_layout_matches_kbdllhookstruct():
 
 
 def test_the_expert_takes_over_behind_the_gate_on_the_embedded_game(tmp_path, monkeypatch):
-    from drive import corrections
+    from drive.carracing import corrections
     from drive.carracing.corrections import GATE_KEY, GateSettings, TakeoverRecordSettings, record_takeover
     from tests.test_agent import make_checkpoint, silent
 

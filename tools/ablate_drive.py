@@ -22,7 +22,7 @@ import numpy as np
 from data.errors import UserError, require, run_cli
 from drive.carracing.evaluate import evaluate_agent, evaluate_expert
 from extract_features.backbone import RAW_PATCHES
-from tools.demo import DemoSettings, backbone_label, features, held_out, learn, train_settings
+from drive.carracing.demo import DemoSettings, backbone_label, features, held_out, learn, train_settings
 from train_head.ablate import Variation, default_grid, markdown_table, plot, run_grid, slug
 
 CLOSED_LOOP = [("reward ↑", "reward"), ("tiles % ↑", "tiles"), ("off-track ↓", "off_track"), ("crashes ↓", "crashes")]

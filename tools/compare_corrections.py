@@ -31,7 +31,7 @@ from drive.carracing.corrections import GateSettings, TakeoverRecordSettings, re
 from drive.carracing.dagger import record_dagger
 from drive.carracing.evaluate import evaluate_agent, evaluate_expert
 from drive.carracing.expert_recording import RecordSettings, episode_prefix, record_expert
-from tools.demo import DemoSettings, backbone_label, features, held_out, record, train_settings
+from drive.carracing.demo import DemoSettings, backbone_label, features, held_out, record, train_settings
 from train_head.train import train
 
 ARMS = ("none", "dagger", "takeover")

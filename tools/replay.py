@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from data.episode import Episode
 from data.errors import UserError, run_cli

@@ -1,0 +1,204 @@
+"""The demo's recipe: the whole pipeline on the embedded CarRacing game, from nothing (tools/demo.py is its CLI).
+
+    python -m tools.demo [--out runs/demo] [--minutes 8] [--dagger-rounds 3] [--dagger-minutes 2] [--steps 1000] [--tracks 10]
+
+1. the scripted expert drives tracks (seeds 0, 1, ...) and is recorded like a player would be, now
+   and then pushed off its line so that the demos show how to get back (the keys stay the expert's);
+2. stage 1 extracts ViT-S/14 tokens (real DINOv2 weights when the torch hub cache holds them, else a
+   RANDOMLY initialised ViT-S/14, said so everywhere);
+3. stage 2 trains the seed's CNN+LSTM head (3 frames 0.2 s apart, labels shifted by the latency);
+4. DAgger: that agent drives other tracks (seeds 500+) while the expert's keys are recorded; stage 1
+   and 2 again on everything (--dagger-rounds times);
+5. the agent drives held-out tracks (seeds 1000+) with a fixed latency, next to the expert;
+6. writes OUT/results.md (the table), OUT/drive.mp4 (first held-out track), OUT/train/curves.png.
+Each step is skipped when its output is already there, so an interrupted demo continues.
+"""
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cache.reduce import Reduction
+from cache.sampler import SamplerSettings
+from data.episode import Episode
+from data.errors import UserError, require
+from data.profiles import load_profile
+from data.split import SplitSettings
+from drive.carracing.game import GameSettings
+from drive.carracing.evaluate import evaluate_agent, evaluate_expert, format_table
+from drive.carracing.dagger import record_dagger
+from drive.carracing.expert_recording import RecordSettings, episode_prefix, record_expert
+from extract_features.backbone import RAW_PATCHES, backbone_config
+from extract_features.pipeline import ExtractSettings, extract
+from extract_features.weights import hub_cache_path, official_url
+from train_head.heads import HeadSettings
+from train_head.optim import OptimSettings
+from train_head.contract import ControllerSettings
+from train_head.train import TrainSettings, train
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    out: Path = Path("runs/demo")
+    minutes: float = 8.0  # expert game time recorded (10 fps: 600 frames a minute)
+    perturb_every: float = 2.0  # mean seconds between pushes off the line in the demos (recovery data)
+    dagger_rounds: int = 3  # rounds of the agent driving while the expert labels (DAgger)
+    dagger_minutes: float = 2.0  # game time the agent drives per round
+    dagger_first_track: int = 500  # round r drives tracks 500 + 100 (r - 1), ...
+    backbone: str = "dinov2_vits14"
+    pca_dim: int | None = 96  # keeps the cache in RAM and the head quick on a CPU
+    variants: tuple[str, ...] = ("clean", "flip")  # flip evens out the bends: a track loops one way, so most turn alike
+    steps: int = 1000  # training steps of the final head; best.pt keeps the best val loss
+    pilot_steps: int = 500  # ... of the heads that only drive for DAgger (their val loss bottoms out near 500)
+    latency: float = 0.1  # thinking time of the agent while driving, and so the label shift
+    stride_s: float = 0.2
+    seq_len: int = 3
+    tracks: int = 10  # held-out tracks, seeds 1000, 1001, ...
+    first_track: int = 1000
+    game: str = "carracing"  # the embedded game's profile: carracing (top-down) or carracing_hood (hood camera)
+    traffic: int | None = None  # traffic cars per track (None: the profile's; carracing_hood has 5)
+
+    def game_settings(self) -> GameSettings:
+        return GameSettings(profile=self.game, traffic=self.traffic)
+
+    def __post_init__(self):
+        require(self.minutes > 0, "--minutes", self.minutes, "> 0 minutes of expert driving")
+        require(self.dagger_rounds >= 0, "--dagger-rounds", self.dagger_rounds, ">= 0")
+        require(self.dagger_minutes > 0, "--dagger-minutes", self.dagger_minutes, "> 0")
+        require(self.steps >= 1, "--steps", self.steps, "at least 1")
+        require(self.tracks >= 1, "--tracks", self.tracks, "at least 1 held-out track")
+        backbone_config(self.backbone)  # an unknown name fails now, not after minutes of recording
+
+
+def fast_bf16() -> bool:
+    """bf16 autocast halves the backbone's time on CUDA and on CPUs with AVX512-BF16 (and slows others)."""
+    return torch.cuda.is_available() or getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+
+
+def demo_weights(backbone: str) -> str:
+    return "official" if hub_cache_path(official_url(backbone)).exists() else "random"
+
+
+def record(s: DemoSettings, log) -> Path:
+    recordings = s.out / "recordings"
+    if recordings.exists():
+        check_frame_size(recordings, s)
+        log(f"recordings already in {recordings}")
+    else:
+        log(f"recording {s.minutes:g} min of expert driving into {recordings}")
+        record_expert(recordings, s.minutes, seed=0,
+                      settings=RecordSettings(latency=s.latency, perturb_every=s.perturb_every, game=s.game_settings()))
+    return recordings
+
+
+def check_frame_size(recordings: Path, s: DemoSettings) -> None:
+    """A demo folder from an earlier version may hold frames of another size (CarRacing's were 240x160),
+    or of the other view."""
+    first = next(iter(sorted(recordings.glob("*.zarr"))), None)
+    expected = load_profile(s.game).frame_shape
+    if first is not None and (shape := Episode(first).frame_shape) != expected:
+        raise UserError(f"{first}: frames of {shape[1]}x{shape[0]}, but the demo now records {expected[1]}x{expected[0]}; "
+                        f"remove {s.out} or pass another --out")
+    if first is not None and (profile := Episode(first).profile) != s.game:
+        raise UserError(f"{first}: recorded with the {profile} profile, not {s.game}; remove {s.out} or pass another --out")
+
+
+def features(s: DemoSettings, log, backbone: str | None = None, cache: Path | None = None) -> tuple[Path, str]:
+    """Stage 1 into OUT/cache (resumes; nothing to do when complete). Returns the cache and the weights used."""
+    backbone = backbone or s.backbone
+    cache = cache or s.out / "cache"
+    weights = "none" if backbone == RAW_PATCHES else demo_weights(backbone)
+    if weights == "random":
+        print("\n" + "!" * 78 + f"\n  No DINOv2 weights in the torch hub cache ({hub_cache_path(official_url(backbone))}).\n"
+              f"  Running on a RANDOMLY INITIALISED {backbone}: real DINOv2 features drive better.\n"
+              + "!" * 78 + "\n", flush=True)
+    log(f"extracting {backbone} features into {cache}")
+    extract(ExtractSettings(recordings=[s.out / "recordings"], cache=cache, backbone=backbone, weights=weights,
+                            reduction=Reduction(pca_dim=s.pca_dim), variants=s.variants, block_rows=128,
+                            batch_size=32, bf16=fast_bf16() and backbone != RAW_PATCHES))
+    return cache, weights
+
+
+def train_settings(s: DemoSettings, cache: Path, out_dir: Path, steps: int | None = None) -> TrainSettings:
+    return TrainSettings(cache=cache, out_dir=out_dir, head=HeadSettings(kind="lstm", tokens="patches"),
+                         sampler=SamplerSettings(seq_len=s.seq_len, stride_s=s.stride_s, label_shift_s=s.latency,
+                                                 batch_size=32),
+                         optim=OptimSettings(lr=1e-3, min_lr=1e-4, warmup_steps=min(100, (steps or s.steps) // 10),
+                                             max_steps=steps or s.steps),
+                         split=SplitSettings(val_fraction=0.1), eval_every=250,
+                         controller=ControllerSettings(proportional_gas=True),
+                         overwrite=True)  # a head whose training was cut off (no best.pt yet) is trained afresh
+
+
+def held_out(s: DemoSettings) -> list[int]:
+    return list(range(s.first_track, s.first_track + s.tracks))
+
+
+def backbone_label(backbone: str, weights: str) -> str:
+    return {"random": f"RANDOMLY INITIALISED {backbone}", "none": "no backbone (raw pixel patches)"}.get(
+        weights, f"{backbone} (DINOv2 weights)")
+
+
+def run_dir(s: DemoSettings, r: int) -> Path:
+    """Where round r trains: 0 on the expert demos, then once after each DAgger round; the last is OUT/train."""
+    return s.out / "train" if r == s.dagger_rounds else s.out / f"train-round{r}"
+
+
+def train_round(s: DemoSettings, cache: Path, r: int, log) -> Path:
+    directory = run_dir(s, r)
+    if (directory / "best.pt").exists():
+        log(f"head already trained: {directory / 'best.pt'}")
+    else:
+        steps = s.steps if r == s.dagger_rounds else s.pilot_steps
+        log(f"training the head for {steps} steps into {directory}")
+        train(train_settings(s, cache, directory, steps))
+    return directory / "best.pt"
+
+
+def dagger_round(s: DemoSettings, ckpt: Path, r: int, log) -> None:
+    """The agent of `ckpt` drives fresh tracks; the expert's keys for what it sees join the recordings."""
+    seed = s.dagger_first_track + 100 * (r - 1)
+    recordings = s.out / "recordings"
+    if any(p.name.startswith(episode_prefix(seed, "dagger")) for p in recordings.iterdir()):
+        log(f"DAgger round {r} already recorded")
+        return
+    log(f"DAgger round {r}: the agent drives {s.dagger_minutes:g} min (tracks {seed}+), the expert labels")
+    record_dagger(ckpt, recordings, s.dagger_minutes, seed,
+                  RecordSettings(latency=s.latency, perturb_every=0.0, game=s.game_settings()),
+                  log=lambda *a: None)
+
+
+def learn(s: DemoSettings, log) -> tuple[Path, str, Path]:
+    """Expert demos, stage 1, stage 2, then per DAgger round: record, extract the new frames, train on all.
+    Returns (cache, backbone weights used, the final checkpoint)."""
+    record(s, log)
+    cache, weights = features(s, log)
+    ckpt = train_round(s, cache, 0, log)
+    for r in range(1, s.dagger_rounds + 1):
+        dagger_round(s, ckpt, r, log)
+        cache, _ = features(s, log)
+        ckpt = train_round(s, cache, r, log)
+    return cache, weights, ckpt
+
+
+def run(s: DemoSettings) -> str:
+    start = time.perf_counter()
+    log = lambda what: print(f"[{time.perf_counter() - start:6.0f} s] {what}", flush=True)  # noqa: E731
+    cache, weights, ckpt = learn(s, log)
+    seeds = held_out(s)
+    log(f"driving {len(seeds)} held-out tracks (seeds {seeds[0]}-{seeds[-1]}), latency {s.latency} s")
+    agent = evaluate_agent(ckpt, seeds, latency=s.latency, video=s.out / "drive.mp4", game_settings=s.game_settings())
+    expert = evaluate_expert(seeds, latency=s.latency, game_settings=s.game_settings())
+    table = format_table({"agent": agent, "expert": expert}, compare=("agent", "expert"))
+    report = (f"# Demo: CarRacing, expert vs agent on held-out tracks\n\n"
+              f"backbone: {backbone_label(s.backbone, weights)}; {s.minutes:g} min of expert demos (pushed off "
+              f"the line every ~{s.perturb_every:g} s), then {s.dagger_rounds} DAgger round(s) of "
+              f"{s.dagger_minutes:g} min; variants {', '.join(s.variants)}; PCA {s.pca_dim}; head lstm/patches "
+              f"seq {s.seq_len} stride {s.stride_s} s; {s.steps} steps ({s.pilot_steps} before DAgger); latency "
+              f"{s.latency} s (fixed, reproducible); proportional steering and gas\n\n{table}\n"
+              f"wall time {time.perf_counter() - start:.0f} s\n")
+    (s.out / "results.md").write_text(report)
+    log(f"done: {s.out / 'results.md'}, {s.out / 'drive.mp4'}, {ckpt.parent / 'curves.png'}")
+    print("\n" + table)
+    return report
