@@ -313,7 +313,7 @@ def test_record_cli_takeover_refuses_dagger_flags(tmp_path):
 
 
 def test_the_comparison_verdict_follows_the_projects_rule():
-    from tools.compare_corrections import verdict
+    from drive.carracing.compare_corrections import verdict
     # gap 30; standard error sqrt(100/3 + 100/3) = 8.2: 3.7 standard errors
     assert verdict([110, 120, 130], [80, 90, 100]).endswith("+3.7 standard errors: **confirmed**")
     assert verdict([110, 120, 130], [100, 110, 120]).endswith("+1.2 standard errors: inconclusive")
