@@ -29,7 +29,7 @@ from extract_features.backbone import BackboneOutput, FeatureExtractor, load_bac
 from extract_features.preprocess import preprocess
 from train_head.checkpoint import load_checkpoint
 from train_head.contract import DriveContract
-from train_head.heads import HeadSettings, build_head
+from train_head.heads import build_head
 
 MODES = ("ring", "recompute")
 
@@ -119,19 +119,6 @@ class Agent:
     def stride_s(self) -> float:
         return self.contract.stride_s
 
-    @property
-    def reduction(self) -> Reduction:
-        return self.contract.reduction
-
-    @property
-    def head_settings(self) -> HeadSettings:
-        return self.contract.head
-
-    @property
-    def layers(self) -> tuple[int, ...]:
-        """Blocks whose patch tokens the head reads, side by side (train_head --layers)."""
-        return self.contract.layers
-
     def controller(self, **overrides) -> ControllerSettings:
         """The checkpoint's controller defaults; overrides whose value is None are ignored."""
         return self.contract.controller.with_overrides(**overrides)
@@ -186,18 +173,19 @@ class Agent:
 
     def reduce(self, out: BackboneOutput) -> torch.Tensor:
         parts = []
-        if self.head_settings.uses_patches:
+        c = self.contract
+        if c.head.uses_patches:
             tokens = {LAST: out.patch, **dict(zip(self.extractor.layers, out.layers))}
             projections = {LAST: self.projection, **self.layer_projections}
-            reduced = [reduce_like_cache(tokens[layer].float(), self.reduction, projections.get(layer)) for layer in self.layers]
+            reduced = [reduce_like_cache(tokens[layer].float(), c.reduction, projections.get(layer)) for layer in c.layers]
             parts.append(torch.cat(reduced, dim=-1).flatten(1))
-        if self.head_settings.uses_cls:
+        if c.head.uses_cls:
             parts.append(out.cls.float().half().float())  # the cache stores CLS tokens as fp16
         return torch.cat(parts, dim=1)
 
     def split(self, features: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(B, T, F) flat features → (patch (B, T, P, C') or None, cls (B, T, C) or None)."""
-        s = self.head_settings
+        s = self.contract.head
         b, t, _ = features.shape
         rows, cols = s.grid
         n_patch = rows * cols * s.channels if s.uses_patches else 0

@@ -147,7 +147,7 @@ def test_format_1_checkpoint_is_converted_on_load(tmp_path):
     old_path = tmp_path / "old.pt"
     torch.save(payload, old_path)
     old = load_agent(old_path, device="cpu", log=silent)
-    assert (old.seq_len, old.stride_s, old.contract.label_shift_s, old.layers) == (3, 0.3, 0.1, (-1,))
+    assert (old.seq_len, old.stride_s, old.contract.label_shift_s, old.contract.layers) == (3, 0.3, 0.1, (-1,))
     assert old.contract.precision == "fp32" and old.contract.preprocess == new.contract.preprocess
     c = old.controller()
     assert (c.max_steer, c.steer_gain, c.proportional_gas, c.steer_threshold) == (0.7, 1.4, True, 0.5)

@@ -1,28 +1,16 @@
-"""Test the seed's claims on the embedded game: train the ablation grid on the demo's cache and score
-every head closed-loop on the same held-out tracks.
-
-    python -m tools.ablate_drive [--demo runs/demo] [--out runs/ablate-drive] [--seeds 0 1] [--tracks 10]
-    python -m tools.ablate_drive --game carracing_hood --demo runs/demo-hood --out runs/ablate-drive-hood --seeds 0 1 2
-
-Rows: the default head and one change at a time (seq 1/2, GRU, no RNN, the seed successor's transformer
-over all tokens of all frames, CLS only, patches + CLS, no label shift), the default head with thresholded instead of proportional steering or gas, and a control
-whose "backbone" is the identity on raw 14x14 pixel patches. Writes OUT/ablation.md, OUT/ablation.png
-and OUT/results.json. The demo's recordings (expert demos and DAgger rounds) and cache are made first
-when missing; every row trains on them. Each finished row is kept in OUT/rows/ (its training runs and
-closed-loop scores), so a run that was interrupted continues with the rows still missing.
-"""
+"""python -m tools.ablate_drive: the command line of drive.carracing.ablate (its docstring is this command's --help)."""
 import argparse
 from dataclasses import replace
 from pathlib import Path
 
 from data.errors import require, run_cli
-from drive.carracing.ablate import run_ablation
+from drive.carracing.ablate import __doc__ as RECIPE, run_ablation
 from drive.carracing.demo import DemoSettings
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m tools.ablate_drive", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
+    p = argparse.ArgumentParser(prog="python -m tools.ablate_drive", description=RECIPE.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=RECIPE.split("\n", 1)[1])
     d = DemoSettings()
     p.add_argument("--demo", type=Path, default=d.out, help="demo directory with recordings and cache")
     p.add_argument("--out", type=Path, default=Path("runs/ablate-drive"))

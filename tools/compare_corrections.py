@@ -1,33 +1,17 @@
-"""Take over and teach vs full-labelling DAgger vs neither, for the same expert-labelled game minutes.
-
-    python -m tools.compare_corrections [--out runs/corrections] [--rounds 3] [--round-minutes 2] [--seeds 0 1 2]
-
-All three arms start from the same expert demos, cache and first head (the demo's recipe, tools.demo) and
-then get `rounds` x `round-minutes` of expert-labelled game time more:
-  none      more expert demos (tracks 300+), no data from the agent's own driving;
-  dagger    the latest head drives tracks 500+ while the expert labels every frame (tools.demo's rounds);
-  takeover  the latest head drives the same tracks; the expert takes over behind a gate when the car
-            leaves the road or drifts off the line, and only its stretches are labelled (drive.carracing.corrections);
-            the agent may drive far longer than round-minutes, only the expert's frames count.
-After the last round each arm trains its final head with every training seed, on all its data (no
-validation split, so no arm loses a different share of its new data; the last checkpoint is scored), and
-drives the held-out tracks at a fixed latency. Writes OUT/results.md (table and verdicts by the project's rule: a gap is
-confirmed when it exceeds twice its standard error over training seeds) and OUT/results.json. Every step
-is skipped when its output is there, so an interrupted run continues.
-"""
+"""python -m tools.compare_corrections: the command line of drive.carracing.compare_corrections (its docstring is this command's --help)."""
 import argparse
 from dataclasses import replace
 from pathlib import Path
 
 from data.errors import run_cli
-from drive.carracing.compare_corrections import CompareSettings, run
+from drive.carracing.compare_corrections import __doc__ as RECIPE, CompareSettings, run
 from drive.carracing.corrections import GateSettings
 from drive.carracing.demo import DemoSettings
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m tools.compare_corrections", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
+    p = argparse.ArgumentParser(prog="python -m tools.compare_corrections", description=RECIPE.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=RECIPE.split("\n", 1)[1])
     c, d = CompareSettings(), DemoSettings()
     p.add_argument("--out", type=Path, default=c.demo.out, help="run folder (default: %(default)s)")
     p.add_argument("--minutes", type=float, default=d.minutes, help="shared expert demos, game minutes (default: %(default)s)")

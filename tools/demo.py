@@ -1,28 +1,14 @@
-"""The whole pipeline on the embedded CarRacing game, from nothing: `make demo`.
-
-    python -m tools.demo [--out runs/demo] [--minutes 8] [--dagger-rounds 3] [--dagger-minutes 2] [--steps 1000] [--tracks 10]
-
-1. the scripted expert drives tracks (seeds 0, 1, ...) and is recorded like a player would be, now
-   and then pushed off its line so that the demos show how to get back (the keys stay the expert's);
-2. stage 1 extracts ViT-S/14 tokens (real DINOv2 weights when the torch hub cache holds them, else a
-   RANDOMLY initialised ViT-S/14, said so everywhere);
-3. stage 2 trains the seed's CNN+LSTM head (3 frames 0.2 s apart, labels shifted by the latency);
-4. DAgger: that agent drives other tracks (seeds 500+) while the expert's keys are recorded; stage 1
-   and 2 again on everything (--dagger-rounds times);
-5. the agent drives held-out tracks (seeds 1000+) with a fixed latency, next to the expert;
-6. writes OUT/results.md (the table), OUT/drive.mp4 (first held-out track), OUT/train/curves.png.
-Each step is skipped when its output is already there, so an interrupted demo continues.
-"""
+"""python -m tools.demo: the command line of drive.carracing.demo (its docstring is this command's --help)."""
 import argparse
 from pathlib import Path
 
 from data.errors import UserError, disk_faults, run_cli
-from drive.carracing.demo import DemoSettings, run
+from drive.carracing.demo import __doc__ as RECIPE, DemoSettings, run
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
+    p = argparse.ArgumentParser(prog="python -m tools.demo", description=RECIPE.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=RECIPE.split("\n", 1)[1])
     d = DemoSettings()
     p.add_argument("--out", type=Path, default=d.out)
     p.add_argument("--minutes", type=float, default=d.minutes, help="expert game time to record (default: %(default)s)")

@@ -1,4 +1,4 @@
-"""The recipe of tools/ablate_drive.py: test the seed's claims on the embedded game: train the ablation grid on the demo's cache and score
+"""Test the seed's claims on the embedded game: train the ablation grid on the demo's cache and score
 every head closed-loop on the same held-out tracks.
 
     python -m tools.ablate_drive [--demo runs/demo] [--out runs/ablate-drive] [--seeds 0 1] [--tracks 10]

@@ -1,5 +1,4 @@
-"""The recipe of tools/compare_corrections.py: take over and teach vs full-labelling DAgger vs neither, for the
-same expert-labelled game minutes.
+"""Take over and teach vs full-labelling DAgger vs neither, for the same expert-labelled game minutes.
 
     python -m tools.compare_corrections [--out runs/corrections] [--rounds 3] [--round-minutes 2] [--seeds 0 1 2]
 

@@ -1,4 +1,4 @@
-"""The demo's recipe: the whole pipeline on the embedded CarRacing game, from nothing (tools/demo.py is its CLI).
+"""The whole pipeline on the embedded CarRacing game, from nothing: `make demo`.
 
     python -m tools.demo [--out runs/demo] [--minutes 8] [--dagger-rounds 3] [--dagger-minutes 2] [--steps 1000] [--tracks 10]
 
