@@ -64,7 +64,7 @@ def check_args(args) -> None:
     if args.max_decisions < 0:
         raise UserError(f"--max-decisions {args.max_decisions}: must be >= 0")
     require(0 < args.watchdog <= 60, "--watchdog", args.watchdog, "> 0 seconds (and at most 60)")
-    controller_settings(args, ControllerSettings()).check()
+    controller_settings(args, ControllerSettings())  # refuses a bad value when made
 
 
 def controller_settings(args, defaults: ControllerSettings) -> ControllerSettings:
