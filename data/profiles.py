@@ -6,6 +6,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 from data.augment import AugmentSpec
 from data.errors import UserError
 
@@ -50,6 +53,14 @@ class GameProfile:
     def frame_shape(self) -> tuple[int, int, int]:
         w, h = self.frame_size
         return (h, w, 3)
+
+
+def to_frame_size(image: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
+    """An RGB image (H, W, 3) at a profile's stored frame size (width, height): the one place frames are
+    resized (recorder, GTA V capture, the embedded game), so the agent sees what the recorder stored."""
+    if image.shape[1::-1] == tuple(frame_size):
+        return image
+    return cv2.resize(image, tuple(frame_size), interpolation=cv2.INTER_AREA)
 
 
 def available_profiles() -> list[str]:

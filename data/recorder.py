@@ -9,14 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
-import cv2
 import numpy as np
 
 from data.errors import PLACE_ERRORS, disk_error, require
 from data.episode import EpisodeMeta, EpisodeWriter
 from data.key_input import KeyState
 from data.labels import keys_text
-from data.profiles import GameProfile
+from data.profiles import GameProfile, to_frame_size
 
 
 class FrameSource(Protocol):
@@ -129,10 +128,7 @@ class Recorder:
         self._t0 = time.perf_counter()
 
     def _append(self, frame: np.ndarray, wasd: np.ndarray) -> None:
-        w, h = self.s.profile.frame_size
-        if frame.shape[:2] != (h, w):
-            frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
-        self._writer.append(frame, wasd, time.perf_counter() - self._t0)
+        self._writer.append(to_frame_size(frame, self.s.profile.frame_size), wasd, time.perf_counter() - self._t0)
 
     def _close_episode(self, complete: bool = True) -> None:
         writer, self._writer = self._writer, None

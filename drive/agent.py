@@ -5,8 +5,15 @@ checkpoint's backbone and weights (refused if their digest differs), its preproc
 reduction — PCA projection, then fp16 rounding or int8 quantize + dequantize. One frame's features are
 a flat vector (patch tokens, then the CLS token, as the head's `tokens` setting uses them), so the
 loop's ring buffer can stack them; head_fn splits them again.
+
+SequenceSteps is the one place the head runs on live frames (LeRobot's select_action/reset): frame →
+features → ring buffer → sequence by time → head → sigmoid. Agent.step uses it; the live loop
+(drive.loop) builds one from its parts, so the embedded game, GTA V, DAgger's pilot and tools/replay all
+go through the same code.
 """
+import time
 from dataclasses import dataclass, field
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +24,14 @@ from cache.store import LAST
 from data.errors import UserError
 from data.profiles import GameProfile, load_profile
 from drive.controller import ControllerSettings
+from drive.ring import RingBuffer
 from extract_features.backbone import BackboneOutput, FeatureExtractor, cpu_features_text, fast_bf16, load_backbone, pick_device
-from extract_features.preprocess import PreprocessSettings, preprocess
+from extract_features.preprocess import preprocess
 from train_head.checkpoint import load_checkpoint
-from train_head.heads import HeadSettings, build_head
+from train_head.contract import DriveContract
+from train_head.heads import build_head
+
+MODES = ("ring", "recompute")
 
 
 def reduce_like_cache(patch: torch.Tensor, reduction: Reduction, projection: Projection | None) -> torch.Tensor:
@@ -33,33 +44,107 @@ def reduce_like_cache(patch: torch.Tensor, reduction: Reduction, projection: Pro
     return patch.half().float()
 
 
+class SequenceSteps:
+    """Frames in, key probabilities out, one decision at a time; owns the ring buffer.
+
+    mode "ring": the backbone runs on the newest frame only and the ring holds features; "recompute" (the
+    seed's way, kept for the benchmark): the ring holds preprocessed frames and the backbone runs on every
+    frame of the sequence. After each step, `times` holds the clock after preprocessing, backbone and head
+    (sync() first, so GPU work is counted) and `sequence` the ring entries the head saw."""
+
+    def __init__(self, preprocess_fn: Callable, features_fn: Callable, head_fn: Callable, seq_len: int,
+                 stride_s: float, mode: str = "ring", capacity: int = 256, clock: Callable[[], float] = time.perf_counter,
+                 sync: Callable[[], None] = lambda: None):
+        if mode not in MODES:
+            raise UserError(f"--mode {mode}: choose one of {', '.join(MODES)}")
+        self.preprocess_fn, self.features_fn, self.head_fn = preprocess_fn, features_fn, head_fn
+        self.seq_len, self.stride_s, self.mode, self.clock, self.sync = seq_len, stride_s, mode, clock, sync
+        # the oldest slot's target, plus a stride to choose from
+        self.ring = RingBuffer(capacity, seq_len * stride_s)
+        self.times: tuple[float, float, float] = (0.0, 0.0, 0.0)
+        self.sequence: list = []
+
+    def reset(self) -> None:
+        """Forget the history: after a pause, a takeover or a new track it would be stitched onto the new view."""
+        self.ring.clear()
+
+    def step(self, frame: np.ndarray, t: float) -> np.ndarray:
+        """One frame captured at time t (seconds, never going back) → (4,) probabilities for w, a, s, d."""
+        x = torch.as_tensor(self.preprocess_fn(frame))
+        self.sync()
+        t_pre = self.clock()
+        with torch.inference_mode():
+            if self.mode == "ring":
+                self.ring.push(t, self.features_fn(x[None])[0])
+                self.sequence = self.ring.select(t, self.seq_len, self.stride_s)
+                features = torch.stack([e.item for e in self.sequence])
+            else:
+                self.ring.push(t, x)
+                self.sequence = self.ring.select(t, self.seq_len, self.stride_s)
+                features = self.features_fn(torch.stack([e.item for e in self.sequence]))
+            self.sync()
+            t_backbone = self.clock()
+            probs = self.probabilities(features)
+        self.times = (t_pre, t_backbone, self.clock())
+        return probs
+
+    def step_features(self, features: torch.Tensor, t: float) -> np.ndarray:
+        """step() for a frame whose features were made already (offline replay extracts them in batches)."""
+        with torch.inference_mode():
+            self.ring.push(t, features)
+            self.sequence = self.ring.select(t, self.seq_len, self.stride_s)
+            return self.probabilities(torch.stack([e.item for e in self.sequence]))
+
+    def probabilities(self, features: torch.Tensor) -> np.ndarray:
+        return torch.sigmoid(self.head_fn(features[None]).float()).reshape(-1).cpu().numpy()
+
+
 @dataclass
 class Agent:
     path: Path  # the checkpoint file
-    settings: dict  # the checkpoint's settings (see train_head.train._drive_settings)
+    contract: DriveContract  # what the checkpoint promises: backbone, preprocessing, reduction, timing, ...
     extractor: FeatureExtractor  # the backbone, its preprocessing and autocast, as stage 1 ran them
-    reduction: Reduction
     projection: Projection | None
-    head_settings: HeadSettings
     head: torch.nn.Module
     profile: GameProfile
     device: torch.device
-    layers: tuple[int, ...] = (LAST,)  # blocks whose patch tokens the head reads, side by side (train_head --layers)
     layer_projections: dict[int, Projection] = field(default_factory=dict)  # PCA of earlier blocks, by block
+    stepper: SequenceSteps | None = field(default=None, repr=False)  # what step() runs, made on first use
 
     @property
     def seq_len(self) -> int:
-        return int(self.settings["seq_len"])
+        return self.contract.seq_len
 
     @property
     def stride_s(self) -> float:
-        return float(self.settings["stride_s"])
+        return self.contract.stride_s
 
     def controller(self, **overrides) -> ControllerSettings:
         """The checkpoint's controller defaults; overrides whose value is None are ignored."""
-        defaults = {k: v for k, v in self.settings.get("controller", {}).items()
-                    if k in ControllerSettings.__dataclass_fields__}
-        return ControllerSettings(**{**defaults, **{k: v for k, v in overrides.items() if v is not None}})
+        return self.contract.controller.with_overrides(**overrides)
+
+    def steps(self, mode: str = "ring", capacity: int = 256, clock: Callable[[], float] = time.perf_counter,
+              sync: Callable[[], None] = lambda: None) -> SequenceSteps:
+        """A fresh stepper over this agent's backbone and head (the live loop makes its own with its clock)."""
+        return SequenceSteps(self.preprocess_fn, self.features_fn, self.head_fn, self.seq_len, self.stride_s,
+                             mode, capacity, clock, sync)
+
+    def step(self, frame: np.ndarray, t: float) -> np.ndarray:
+        """One frame of the profile's size captured at time t → (4,) probabilities for w, a, s, d."""
+        if self.stepper is None:
+            self.stepper = self.steps()
+        return self.stepper.step(frame, t)
+
+    def step_features(self, features: torch.Tensor, t: float) -> np.ndarray:
+        """step() for one frame's features made by frame_features (offline, in batches)."""
+        if self.stepper is None:
+            self.stepper = self.steps()
+        return self.stepper.step_features(features, t)
+
+    def reset(self) -> None:
+        """Forget the frames seen so far (a new track, a pause, a takeover)."""
+        if self.stepper is not None:
+            self.stepper.reset()
 
     def warm_up(self) -> None:
         """One decision's work on a black frame, so that the first real one is not slowed by set-up."""
@@ -88,18 +173,19 @@ class Agent:
 
     def reduce(self, out: BackboneOutput) -> torch.Tensor:
         parts = []
-        if self.head_settings.uses_patches:
+        c = self.contract
+        if c.head.uses_patches:
             tokens = {LAST: out.patch, **dict(zip(self.extractor.layers, out.layers))}
             projections = {LAST: self.projection, **self.layer_projections}
-            reduced = [reduce_like_cache(tokens[layer].float(), self.reduction, projections.get(layer)) for layer in self.layers]
+            reduced = [reduce_like_cache(tokens[layer].float(), c.reduction, projections.get(layer)) for layer in c.layers]
             parts.append(torch.cat(reduced, dim=-1).flatten(1))
-        if self.head_settings.uses_cls:
+        if c.head.uses_cls:
             parts.append(out.cls.float().half().float())  # the cache stores CLS tokens as fp16
         return torch.cat(parts, dim=1)
 
     def split(self, features: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(B, T, F) flat features → (patch (B, T, P, C') or None, cls (B, T, C) or None)."""
-        s = self.head_settings
+        s = self.contract.head
         b, t, _ = features.shape
         rows, cols = s.grid
         n_patch = rows * cols * s.channels if s.uses_patches else 0
@@ -118,33 +204,29 @@ def load_agent(ckpt_path: str | Path, weights: str | None = None, device: str = 
     --weights said at extraction); refused unless they are the very weights the features came from."""
     path = Path(ckpt_path)
     ckpt = load_checkpoint(path)
-    s = ckpt["settings"]
+    c = DriveContract.from_checkpoint(ckpt)
     dev = pick_device(device)
-    weights = weights or s["weights_source"]
-    backbone = load_backbone(s["backbone"], weights, device=dev)
-    if backbone.weights_digest != s["weights_digest"]:
-        raise UserError(f"{path}: its features came from {s['backbone']} weights {s['weights_digest'][:12]} "
-                        f"({s['weights_label']}), but --weights {weights} gives {backbone.weights_digest[:12]}; "
+    weights = weights or c.weights_source
+    backbone = load_backbone(c.backbone, weights, device=dev)
+    if backbone.weights_digest != c.weights_digest:
+        raise UserError(f"{path}: its features came from {c.backbone} weights {c.weights_digest[:12]} "
+                        f"({c.weights_label}), but --weights {weights} gives {backbone.weights_digest[:12]}; "
                         f"pass the --weights the features were extracted with")
     log(f"backbone {backbone.name}: {backbone.weights_label}")
-    prep = PreprocessSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in s["preprocess"].items()})
     projection = None
-    if ckpt.get("projection") is not None:
-        projection = Projection(ckpt["projection"]["mean"].to(dev), ckpt["projection"]["components"].to(dev))
-    head_settings = HeadSettings(**s["head"])
-    head = build_head(head_settings)
+    if c.projection is not None:
+        projection = Projection(c.projection["mean"].to(dev), c.projection["components"].to(dev))
+    head = build_head(c.head)
     head.load_state_dict(ckpt["model"])
     head.to(dev).eval().requires_grad_(False)
-    layers = tuple(s["sampler"].get("layers", (LAST,)))  # checkpoints from before layers read the last block
-    layer_projections = {int(layer): Projection(p["mean"].to(dev), p["components"].to(dev))
-                         for layer, p in (ckpt.get("layer_projections") or {}).items()}
+    layer_projections = {layer: Projection(p["mean"].to(dev), p["components"].to(dev))
+                         for layer, p in c.layer_projections.items()}
     # the backbone runs at the precision the features were extracted with (bf16 tokens differ slightly)
-    bf16 = s.get("precision", "fp32") == "bf16"
+    bf16 = c.precision == "bf16"
     if bf16 and not fast_bf16(dev):
         where = f"this CPU ({cpu_features_text()})" if dev.type == "cpu" else str(dev)
         log(f"warning: {path}: features extracted in bf16, which {where} runs several times slower than fp32: "
             f"each decision is that much later; re-extract with --bf16 off and retrain to drive fast here")
-    extractor = FeatureExtractor(backbone, prep, bf16=bf16, layers=tuple(layer for layer in layers if layer != LAST))
-    return Agent(path=path, settings=s, extractor=extractor, reduction=Reduction(**s["reduction"]),
-                 projection=projection, head_settings=head_settings, head=head, profile=load_profile(s["profile"]),
-                 device=dev, layers=layers, layer_projections=layer_projections)
+    extractor = FeatureExtractor(backbone, c.preprocess, bf16=bf16, layers=tuple(layer for layer in c.layers if layer != LAST))
+    return Agent(path=path, contract=c, extractor=extractor, projection=projection, head=head,
+                 profile=load_profile(c.profile), device=dev, layer_projections=layer_projections)

@@ -4,33 +4,10 @@ A decision's plan is `hold: dict[str, float]`, seconds each key is held from the
 0 = released, math.inf = held until the next decision.
 """
 import math
-from dataclasses import dataclass
-
 import numpy as np
 
-from data.errors import UserError
 from data.labels import KEYS
-
-
-@dataclass
-class ControllerSettings:
-    max_steer: float = 1.0  # a/d are held for at most this fraction of the decision interval
-    steer_gain: float = 1.0  # proportional steering holds a/d for gain · |p(a) - p(d)| of the interval
-    gas_threshold: float = 0.5  # w held while p(w) >= this
-    brake_threshold: float = 0.5  # s held while p(s) >= this
-    steer_threshold: float = 0.5  # thresholded variant only: a/d pressed while p >= this
-    proportional: bool = True  # False: a/d by threshold (for comparison), held for max_steer · interval
-    proportional_gas: bool = False  # True: w held for p(w) · interval (partial throttle), not by threshold
-
-    def check(self) -> None:
-        if not 0.0 <= self.max_steer <= 1.0:
-            raise UserError(f"--max-steer {self.max_steer}: must be a fraction of the interval in [0, 1]")
-        if not self.steer_gain > 0:
-            raise UserError(f"--steer-gain {self.steer_gain}: must be > 0")
-        for name in ("gas_threshold", "brake_threshold", "steer_threshold"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise UserError(f"--{name.replace('_', '-')} {value}: must be a probability in [0, 1]")
+from train_head.contract import ControllerSettings  # declared once, beside the checkpoint contract
 
 
 def decide(probs, interval_s: float, settings: ControllerSettings) -> dict[str, float]:

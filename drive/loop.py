@@ -1,7 +1,7 @@
 """The live decision loop, written against injected parts so any game, backbone and head can plug in.
 
-    grab → preprocess → features (backbone + reduction, newest frame only) → ring buffer → select by
-    time → head → sigmoid → controller → key scheduler
+    grab → [preprocess → features (backbone + reduction, newest frame only) → ring buffer → select by
+    time → head → sigmoid: drive.agent.SequenceSteps] → controller → key scheduler
 
 mode "recompute" is the seed's way, kept for the benchmark: a ring of preprocessed frames, and the
 backbone runs on every frame of the sequence at each decision.
@@ -28,10 +28,9 @@ from data.errors import UserError
 from data.labels import KEYS
 from drive.controller import ControllerSettings, decide
 from drive.keys import KeyOutput, release_keys_on_exit
-from drive.ring import RingBuffer
+from drive.agent import MODES, SequenceSteps
 from drive.takeover import PLAYER, Takeover
 
-MODES = ("ring", "recompute")
 STAGES = ("capture", "preprocess", "backbone", "head", "total")
 
 
@@ -176,7 +175,7 @@ class DriveSummary:
 @dataclass
 class _Run:
     controller: ControllerSettings
-    ring: RingBuffer
+    steps: SequenceSteps
     start: float
     held_at_start: dict[str, float]
     decisions: int = 0
@@ -200,10 +199,11 @@ def drive(parts: DriveParts, controller: ControllerSettings, settings: LoopSetti
     settings.check()
     controller.check()
     clock = parts.scheduler.clock
-    max_age = settings.seq_len * settings.stride_s  # the oldest slot's target, plus a stride to choose from
     with Telemetry(settings.telemetry_path) as telemetry, release_keys_on_exit(parts.scheduler):
         start = clock()
-        run = _Run(controller, RingBuffer(settings.ring_capacity, max_age), start, parts.scheduler.held_seconds(start))
+        steps = SequenceSteps(parts.preprocess_fn, parts.features_fn, parts.head_fn, settings.seq_len, settings.stride_s,
+                              settings.mode, settings.ring_capacity, clock, parts.sync)
+        run = _Run(controller, steps, start, parts.scheduler.held_seconds(start))
         if parts.focused is not None:
             _pause(parts, run, telemetry, start, "focus")  # every start waits for the game, then counts down
         stopped_by, error = "", None
@@ -268,7 +268,7 @@ def _loop(parts, settings, run, telemetry, log) -> str:
 
 def _stop_agent(parts, run) -> None:
     parts.scheduler.release_all()
-    run.ring.clear()  # history from before the stop would be stitched onto the new view
+    run.steps.reset()
     run.last_decision = None
     run.expect_held = frozenset()
 
@@ -328,23 +328,9 @@ def _decide_once(parts, settings, run, telemetry) -> bool:
     t_capture = clock()
     if parts.takeover is not None:
         parts.takeover.observe(frame, t_capture)
-    x = torch.as_tensor(parts.preprocess_fn(frame))
-    parts.sync()
-    t_pre = clock()
-    with torch.inference_mode():
-        if settings.mode == "ring":
-            run.ring.push(t_capture, parts.features_fn(x[None])[0])
-            seq = run.ring.select(t_capture, settings.seq_len, settings.stride_s)
-            features = torch.stack([e.item for e in seq])
-        else:
-            run.ring.push(t_capture, x)
-            seq = run.ring.select(t_capture, settings.seq_len, settings.stride_s)
-            features = parts.features_fn(torch.stack([e.item for e in seq]))
-        parts.sync()
-        t_backbone = clock()
-        logits = parts.head_fn(features[None])
-        probs = torch.sigmoid(logits.float()).reshape(-1).cpu().numpy()
-    t_head = clock()
+    probs = run.steps.step(frame, t_capture)
+    t_pre, t_backbone, t_head = run.steps.times
+    seq = run.steps.sequence
 
     if parts.focused is not None and not parts.focused():
         return True  # focus went while the model ran: no keys for another window; the loop pauses next

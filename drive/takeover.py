@@ -11,7 +11,7 @@ key, the agent drives again; keys still held then take control again only when p
 Game-agnostic: the player's keys come from an injected event source whose events say whether they were
 injected (the agent's own SendInput presses show up in a Windows keyboard hook too, and must never count
 as a takeover); the clock is the caller's. GTA V feeds it a low-level keyboard hook (drive.gta5.player_keys),
-the embedded game a scripted expert behind a gate (drive.corrections).
+the embedded game a scripted expert behind a gate (drive.carracing.corrections).
 """
 import math
 from collections import deque

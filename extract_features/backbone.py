@@ -218,6 +218,15 @@ def cpu_features() -> list[str]:
     return found
 
 
+def cpu_model() -> str:
+    """The CPU's model name, for speed figures and the demo's machine line."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def cpu_features_text() -> str:
     """cpu_features() for people: "AVX2 kernels, AVX512-BF16, AMX" (units the kernels may not use)."""
     level, *units = cpu_features()

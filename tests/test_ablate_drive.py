@@ -4,7 +4,7 @@ import json
 import pytest
 
 from data.errors import UserError
-from tools.ablate_drive import kept_row
+from drive.carracing.ablate import kept_row
 
 SETTINGS = {"game": "carracing_hood", "seeds": [0, 1], "tracks": [1000, 1001], "steps": 20}
 

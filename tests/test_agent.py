@@ -17,7 +17,8 @@ from extract_features.pipeline import ExtractSettings, extract
 from tests.conftest import synthetic_frames, synthetic_keys
 from train_head.checkpoint import save_checkpoint
 from train_head.heads import HeadSettings, build_head
-from train_head.train import ControllerDefaults, TrainSettings, _drive_settings, _projection
+from train_head.contract import ControllerSettings
+from train_head.train import TrainSettings, drive_contract
 
 
 def silent(*args):
@@ -53,8 +54,8 @@ def make_checkpoint(root: Path, profile: str = "carracing", reduction: Reduction
     head = build_head(head_settings)
     train = TrainSettings(cache=cache_dir, out_dir=root / "run", head=head_settings,
                           sampler=SamplerSettings(seq_len=3, stride_s=stride_s, label_shift_s=label_shift_s, tokens=tokens))
-    ckpt = save_checkpoint(root / "run" / "best.pt", head.state_dict(), _drive_settings(train, cache, head_settings),
-                           cache.fingerprint, step=0, metrics={}, projection=_projection(cache))
+    ckpt = save_checkpoint(root / "run" / "best.pt", head.state_dict(), fingerprint=cache.fingerprint, step=0,
+                           metrics={}, **drive_contract(train, cache, head_settings).checkpoint_entries())
     return ckpt, cache_dir
 
 
@@ -117,7 +118,7 @@ def test_other_backbone_weights_are_refused(tmp_path):
 def test_controller_defaults_come_from_the_checkpoint(tmp_path):
     ckpt, _ = make_checkpoint(tmp_path)
     payload = torch.load(ckpt, weights_only=True)
-    stored = ControllerDefaults(max_steer=0.7, steer_gain=1.4, gas_threshold=0.4, brake_threshold=0.6)
+    stored = ControllerSettings(max_steer=0.7, steer_gain=1.4, gas_threshold=0.4, brake_threshold=0.6)
     payload["settings"]["controller"] = dataclasses.asdict(stored)  # as train_head stores them
     torch.save(payload, ckpt)
     agent = load_agent(ckpt, device="cpu", log=silent)
@@ -128,6 +129,45 @@ def test_controller_defaults_come_from_the_checkpoint(tmp_path):
     assert (agent.seq_len, agent.stride_s, agent.profile.name) == (3, 0.2, "carracing")
     with pytest.raises(ValueError, match="trained on"):
         agent.preprocess_fn(np.zeros((180, 240, 3), np.uint8))  # a gta5-sized frame
+
+
+def test_format_1_checkpoint_is_converted_on_load(tmp_path):
+    """A checkpoint from before the typed contract: an untyped dict with the timing beside the sampler, a
+    controller of five fields, no precision and no layers. It loads and drives like the new layout."""
+    ckpt, _ = make_checkpoint(tmp_path, stride_s=0.3, label_shift_s=0.1)
+    new = load_agent(ckpt, device="cpu", log=silent)
+    payload = torch.load(ckpt, weights_only=True)
+    s = payload["settings"]
+    payload["format_version"] = 1
+    s.pop("precision")
+    s["sampler"].pop("layers")
+    s["controller"] = {"max_steer": 0.7, "steer_gain": 1.4, "gas_threshold": 0.4, "brake_threshold": 0.6,
+                       "proportional_gas": True}
+    s.update(seq_len=3, stride_s=0.3, label_shift_s=0.1)
+    del payload["layer_projections"]
+    old_path = tmp_path / "old.pt"
+    torch.save(payload, old_path)
+    old = load_agent(old_path, device="cpu", log=silent)
+    assert (old.seq_len, old.stride_s, old.contract.label_shift_s, old.contract.layers) == (3, 0.3, 0.1, (-1,))
+    assert old.contract.precision == "fp32" and old.contract.preprocess == new.contract.preprocess
+    c = old.controller()
+    assert (c.max_steer, c.steer_gain, c.proportional_gas, c.steer_threshold) == (0.7, 1.4, True, 0.5)
+    frame = synthetic_frames(1, shape=old.profile.frame_shape)[0]
+    np.testing.assert_array_equal(old.step(frame, 0.0), new.step(frame, 0.0))
+
+
+def test_step_runs_the_ring_and_head_like_the_manual_path(tmp_path):
+    """Agent.step: one frame at a time, sequences picked by time (stride 0.2 s at 10 fps: frames i-4, i-2, i)."""
+    ckpt, _ = make_checkpoint(tmp_path, stride_s=0.2)
+    agent = load_agent(ckpt, device="cpu", log=silent)
+    frames = synthetic_frames(7, shape=agent.profile.frame_shape)
+    feats = torch.cat([agent.features_fn(agent.preprocess_fn(f)[None]) for f in frames])
+    probs = [agent.step(f, i / 10) for i, f in enumerate(frames)]
+    expected = torch.sigmoid(agent.head_fn(feats[[2, 4, 6]][None])).reshape(-1).numpy()
+    np.testing.assert_allclose(probs[6], expected, atol=1e-6)
+    agent.reset()  # forgets the history: the first frame after a reset fills every slot
+    first = agent.step(frames[6], 1.0)
+    np.testing.assert_allclose(first, torch.sigmoid(agent.head_fn(feats[[6, 6, 6]][None])).reshape(-1).numpy(), atol=1e-6)
 
 
 def test_missing_checkpoint_is_one_line(tmp_path):

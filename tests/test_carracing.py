@@ -9,9 +9,9 @@ import pytest
 from data.episode import Episode
 from data.errors import UserError
 from data.profiles import load_profile
-from drive.carracing import CarRacingGame, GameSettings, RealTimeGame, TrackStats, plan_actions, summarize
-from drive.expert import score_expert, wheel_angles
-from drive.expert_recording import RecordSettings, frame_keys, held_seconds, record_expert
+from drive.carracing.game import CarRacingGame, GameSettings, RealTimeGame, TrackStats, plan_actions, summarize
+from drive.carracing.expert import score_expert, wheel_angles
+from drive.carracing.expert_recording import RecordSettings, frame_keys, held_seconds, record_expert
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +278,7 @@ def test_expert_with_latency_still_drives():
 def test_pushes_move_the_car_but_the_stored_keys_are_the_experts(tmp_path, monkeypatch):
     """DART-style recovery data: a push holds a steer key the expert did not want; the episode stores
     the wanted keys (label rule "any" makes them exact), and the car ends up elsewhere."""
-    from drive import expert_recording
+    from drive.carracing import expert_recording
     wanted, sent = [], []
     decide, advance = expert_recording.Expert.decide, CarRacingGame.advance
     monkeypatch.setattr(expert_recording.Expert, "decide",

@@ -7,12 +7,12 @@ import torch
 
 from data.episode import Episode
 from data.errors import UserError
-from drive import expert_recording
+from drive.carracing import expert_recording
 from drive.agent import load_agent
-from drive.carracing import CarRacingGame
+from drive.carracing.game import CarRacingGame
 from drive.controller import ControllerSettings
-from drive.dagger import AgentPilot, record_dagger
-from drive.expert_recording import RecordSettings, frame_keys, held_seconds, record_expert
+from drive.carracing.dagger import AgentPilot, record_dagger
+from drive.carracing.expert_recording import RecordSettings, frame_keys, held_seconds, record_expert
 from tests.test_agent import make_checkpoint, silent
 
 
@@ -67,7 +67,7 @@ def test_agent_pilot_decides_from_the_ring_like_the_live_loop(tmp_path):
     probs = torch.sigmoid(agent.head_fn(x)).reshape(-1).numpy()
     assert plans[-1]["w"] == pytest.approx(math.inf if probs[0] >= 0.99 else probs[0] * 0.1, rel=1e-4)
     pilot.reset()
-    assert len(pilot.ring) == 0
+    assert len(pilot.agent.stepper.ring) == 0
 
 
 def test_record_dagger_refuses_a_checkpoint_of_another_game(tmp_path):

@@ -6,10 +6,10 @@ import torch
 from data.episode import Episode
 from data.errors import UserError
 from data.profiles import load_profile
-from extract_features.backbone import RAW_PATCHES, cpu_features_text
+from extract_features.backbone import RAW_PATCHES, cpu_features_text, cpu_model
 from tests.test_agent import write_profile_episode
-from tools.bench_machine import cpu_model
-from tools.demo import DemoSettings, StageTimes, demo_threads, run
+
+from drive.carracing.demo import DemoSettings, StageTimes, demo_threads, run
 
 
 def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):

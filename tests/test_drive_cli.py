@@ -14,9 +14,10 @@ from data.episode import Episode
 from data.errors import UserError
 from data.profiles import load_profile
 from data.screen import Region
+import drive.game
 from drive.__main__ import main
-from drive.carracing import CarRacingGame, GameSettings, RealTimeGame, TrackStats
-from drive.evaluate import GameKeys, TrackRun, evaluate_agent, evaluate_expert, format_table, parse_seeds
+from drive.carracing.game import CarRacingGame, GameSettings, RealTimeGame, TrackStats
+from drive.carracing.evaluate import GameKeys, TrackRun, evaluate_agent, evaluate_expert, format_table, parse_seeds
 from extract_features.backbone import DinoV2
 from tests.test_agent import make_checkpoint
 
@@ -324,3 +325,51 @@ def test_controller_flags_override_the_checkpoint_defaults():
     assert on.proportional_gas
     with pytest.raises(SystemExit):  # one or the other
         parser().parse_args(["--ckpt", "c.pt", "--proportional-gas", "--threshold-gas"])
+
+
+TOY_GAME = '''
+"""A third game for python -m drive: a few grey frames, keys into a virtual keyboard."""
+import numpy as np
+
+from data.errors import UserError
+from drive.keys import KeyScheduler, RecordingSink
+from drive.loop import DriveParts, LoopSettings, drive as run_loop
+
+NAMES = ("toy",)
+FLAGS = ("toy_frames",)
+
+
+def add_arguments(p):
+    p.add_argument("--toy-frames", type=int, help="frames the toy game shows (default: 3)")
+
+
+def check(args):
+    if args.toy_frames is not None and args.toy_frames < 1:
+        raise UserError(f"--toy-frames {args.toy_frames}: must be at least 1")
+
+
+def drive(agent, controller, args):
+    frames = iter([np.full(agent.profile.frame_shape, 40 * i, np.uint8) for i in range(args.toy_frames or 3)])
+    sink = RecordingSink()
+    parts = DriveParts(grab=lambda: next(frames, None), preprocess_fn=agent.preprocess_fn,
+                       features_fn=agent.features_fn, head_fn=agent.head_fn,
+                       scheduler=KeyScheduler(sink, start_thread=False))
+    summary = run_loop(parts, controller, LoopSettings(seq_len=agent.seq_len, stride_s=agent.stride_s),
+                       log=lambda s: None)
+    print(f"toy: {summary.decisions} decisions, stopped by {summary.stopped_by}")
+'''
+
+
+def test_a_new_game_is_one_module_and_one_registry_line(ckpt, tmp_path, monkeypatch, capsys):
+    """The Game protocol: a module with NAMES, FLAGS, add_arguments, check and drive, named in GAMES."""
+    (tmp_path / "toy_game.py").write_text(TOY_GAME)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(drive.game.GAMES, "toy", "toy_game")
+    main(["--ckpt", str(ckpt), "--game", "toy", "--toy-frames", "4"])
+    assert "toy: 4 decisions, stopped by source_end" in capsys.readouterr().out
+    with pytest.raises(UserError, match="^--toy-frames 0: must be at least 1$"):
+        main(["--ckpt", str(ckpt), "--game", "toy", "--toy-frames", "0"])
+    with pytest.raises(UserError, match="^--toy-frames works with --game toy only$"):
+        main(["--ckpt", str(ckpt), "--game", "carracing", "--toy-frames", "2"])
+    with pytest.raises(UserError, match="^--latency works with --game carracing only$"):
+        main(["--ckpt", str(ckpt), "--game", "toy", "--latency", "0.1"])

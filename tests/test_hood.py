@@ -10,13 +10,13 @@ from data.augment import apply_variant, draw_params
 from data.episode import Episode
 from data.errors import UserError
 from data.profiles import load_profile
-from drive.carracing import CarRacingGame, GameSettings
-from drive.evaluate import evaluate_agent, evaluate_expert, format_table
-from drive.expert import Expert
-from drive.expert_recording import RecordSettings, record_expert
-from drive.hood_game import traffic_items
-from drive.hood_view import HoodCamera, Projection, clip_near
-from drive.traffic import CAR_HALF_LENGTH, Traffic, TrafficSettings, boxes_overlap
+from drive.carracing.game import CarRacingGame, GameSettings
+from drive.carracing.evaluate import evaluate_agent, evaluate_expert, format_table
+from drive.carracing.expert import Expert
+from drive.carracing.expert_recording import RecordSettings, record_expert
+from drive.carracing.hood_game import traffic_items
+from drive.carracing.hood_view import HoodCamera, Projection, clip_near
+from drive.carracing.traffic import CAR_HALF_LENGTH, Traffic, TrafficSettings, boxes_overlap
 from tests.test_agent import make_checkpoint, silent
 
 HOOD = "carracing_hood"
@@ -223,7 +223,7 @@ def test_expert_recording_dagger_and_eval_on_the_hood_profile(tmp_path):
     assert len(frames) > 5 and (frames[-1] != frames[3]).any()
 
     ckpt, _ = make_checkpoint(tmp_path / "agent", profile=HOOD)
-    from drive.dagger import record_dagger
+    from drive.carracing.dagger import record_dagger
     dagger = record_dagger(ckpt, tmp_path / "rec", 0.02, seed=500, settings=dataclasses.replace(settings, stuck_share=0.0),
                            log=silent)
     assert Episode(dagger[0]).profile == HOOD and len(Episode(dagger[0])) == 12
@@ -237,7 +237,7 @@ def test_expert_recording_dagger_and_eval_on_the_hood_profile(tmp_path):
 
 def test_demo_refuses_recordings_of_the_other_view(tmp_path):
     from tests.test_agent import write_profile_episode
-    from tools.demo import DemoSettings, run
+    from drive.carracing.demo import DemoSettings, run
 
     write_profile_episode(tmp_path / "demo" / "recordings" / "expert-seed0-000-regular.zarr", "carracing", n=4)
     with pytest.raises(UserError, match="recorded with the carracing profile, not carracing_hood; remove"):

@@ -14,11 +14,12 @@ from data.legacy import ImportSettings
 from data.profiles import load_profile
 from data.recorder import RecorderSettings
 from data.split import SplitSettings
-from drive.carracing import MAX_LATENCY_S, check_latency
+from drive.carracing.game import MAX_LATENCY_S, check_latency
 from extract_features.pipeline import MAX_BLOCK_ROWS, ExtractSettings
-from tools.demo import DemoSettings
+from drive.carracing.demo import DemoSettings
 from train_head.optim import OptimSettings
-from train_head.train import ControllerDefaults, TrainSettings
+from train_head.contract import ControllerSettings
+from train_head.train import TrainSettings
 
 NAN = st.just(math.nan)
 
@@ -70,10 +71,11 @@ OPTIONS = [
     (partial(OptimSettings, min_lr=0.0), "lr", "--lr", positive(10.0), not_positive() | floats(10.0, 1e9, exclude_min=True)),
     (partial(TrainSettings, Path("c"), Path("o")), "eval_every", "--eval-every", positive_ints(), below_one()),
     (partial(TrainSettings, Path("c"), Path("o")), "patience", "--patience", st.integers(0, 10 ** 6), st.integers(-10 ** 6, -1)),
-    (ControllerDefaults, "max_steer", "--max-steer", share(), not_share()),
-    (ControllerDefaults, "steer_gain", "--steer-gain", positive(), not_positive()),
-    (ControllerDefaults, "gas_threshold", "--gas-threshold", share(), not_share()),
-    (ControllerDefaults, "brake_threshold", "--brake-threshold", share(), not_share()),
+    (ControllerSettings, "max_steer", "--max-steer", share(), not_share()),
+    (ControllerSettings, "steer_gain", "--steer-gain", positive(), not_positive()),
+    (ControllerSettings, "gas_threshold", "--gas-threshold", share(), not_share()),
+    (ControllerSettings, "brake_threshold", "--brake-threshold", share(), not_share()),
+    (ControllerSettings, "steer_threshold", "--steer-threshold", share(), not_share()),
     (ImportSettings, "fps", "--fps", floats(1.0, 1000.0), floats(-1e9, 1.0, exclude_max=True) | NAN | floats(1000, 1e9, exclude_min=True)),
     (ImportSettings, "stuck_pad_frames", "--stuck-pad-frames", st.integers(0, 10 ** 6), st.integers(-10 ** 6, -1)),
     (partial(RecorderSettings, Path("o"), load_profile("gta5")), "fps", "--fps", floats(1.0, 1000.0),

@@ -265,8 +265,8 @@ def test_struct_layout_matches_kbdllhookstruct():
 
 
 def test_the_expert_takes_over_behind_the_gate_on_the_embedded_game(tmp_path, monkeypatch):
-    from drive import corrections
-    from drive.corrections import GATE_KEY, GateSettings, TakeoverRecordSettings, record_takeover
+    from drive.carracing import corrections
+    from drive.carracing.corrections import GATE_KEY, GateSettings, TakeoverRecordSettings, record_takeover
     from tests.test_agent import make_checkpoint, silent
 
     ckpt, _ = make_checkpoint(tmp_path, label_shift_s=0.1)
@@ -313,7 +313,7 @@ def test_record_cli_takeover_refuses_dagger_flags(tmp_path):
 
 
 def test_the_comparison_verdict_follows_the_projects_rule():
-    from tools.compare_corrections import verdict
+    from drive.carracing.compare_corrections import verdict
     # gap 30; standard error sqrt(100/3 + 100/3) = 8.2: 3.7 standard errors
     assert verdict([110, 120, 130], [80, 90, 100]).endswith("+3.7 standard errors: **confirmed**")
     assert verdict([110, 120, 130], [100, 110, 120]).endswith("+1.2 standard errors: inconclusive")

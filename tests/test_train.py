@@ -55,7 +55,8 @@ def test_checkpoints_hold_what_drive_needs_and_resume(cache, tmp_path):
     ckpt = torch.load(out / "last.pt", weights_only=True)
     s = ckpt["settings"]
     assert ckpt["fingerprint"] == cache.fingerprint and ckpt["step"] == 40
-    assert s["seq_len"] == 2 and s["stride_s"] == 0.1 and s["label_shift_s"] == 0.0
+    t = s["sampler"]  # the timing is stored once, in the sampler settings of the contract
+    assert t["seq_len"] == 2 and t["stride_s"] == 0.1 and t["label_shift_s"] == 0.0
     assert s["head"]["grid"] == (2, 3) and s["head"]["channels"] == 4 and s["backbone"] == "synthetic"
     assert {"preprocess", "reduction", "controller", "weights_digest", "profile"} <= s.keys()
 
@@ -106,7 +107,7 @@ def test_ablation_grid_trains_each_setting_with_the_same_seeds(cache, tmp_path):
         values = [r["val_bce"] for r in row["runs"]]
         assert row["val_bce"] == pytest.approx(sum(values) / 2)
     seq1 = torch.load(tmp_path / "abl" / "seq_1" / "seed0" / "best.pt", weights_only=True)["settings"]
-    assert seq1["seq_len"] == 1 and seq1["head"]["tokens"] == "patches"
+    assert seq1["sampler"]["seq_len"] == 1 and seq1["head"]["tokens"] == "patches"
     cls = torch.load(tmp_path / "abl" / "cls_only" / "seed1" / "best.pt", weights_only=True)["settings"]
     assert cls["head"]["tokens"] == "cls" and cls["sampler"]["seed"] == 1
     table = markdown_table(rows).splitlines()

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from cache.reduce import Reduction
+from cache.sampler import SamplerSettings
 from data.profiles import load_profile
 from drive.agent import Agent
 from drive.controller import ControllerSettings
@@ -20,6 +21,7 @@ from extract_features.backbone import FeatureExtractor, backbone_config, load_ba
 from extract_features.preprocess import patch_grid
 from tools.bench_data import scene_frames
 from tools.bench_machine import synchronizer
+from train_head.contract import DriveContract
 from train_head.heads import HeadSettings, build_head
 
 PROFILE = "gta5"
@@ -45,9 +47,13 @@ def bench_agent(s: DriveBench, device: torch.device) -> Agent:
     head_settings = HeadSettings(grid=patch_grid(h, w, prep), channels=channels, cls_channels=channels,
                                  seq_len=s.seq_len)
     head = build_head(head_settings).to(device).eval().requires_grad_(False)
-    return Agent(path=Path("(bench: untrained head)"), settings={"seq_len": s.seq_len, "stride_s": s.stride_s},
-                 extractor=FeatureExtractor(backbone, prep), reduction=Reduction(), projection=None,
-                 head_settings=head_settings, head=head, profile=profile, device=device)
+    contract = DriveContract(backbone=s.backbone, weights_digest=backbone.weights_digest,
+                             weights_label=backbone.weights_label, weights_source="random", precision="fp32",
+                             preprocess=prep, reduction=Reduction(),
+                             sampler=SamplerSettings(seq_len=s.seq_len, stride_s=s.stride_s), head=head_settings,
+                             controller=ControllerSettings(), profile=PROFILE)
+    return Agent(path=Path("(bench: untrained head)"), contract=contract, extractor=FeatureExtractor(backbone, prep),
+                 projection=None, head=head, profile=profile, device=device)
 
 
 def decision_speedup(s: DriveBench, device: torch.device, log=print) -> dict:

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 
 from data.errors import UserError, run_cli
-from drive.carracing import CarRacingGame, GameSettings
-from drive.expert import Expert
+from drive.carracing.game import CarRacingGame, GameSettings
+from drive.carracing.expert import Expert
 
 CAPTION = 18  # pixel rows of the caption above each panel
 

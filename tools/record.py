@@ -23,9 +23,9 @@ EMBEDDED = ["carracing", "carracing_hood"]  # the embedded game's profiles: top-
 
 
 def record_carracing_expert(args, p: argparse.ArgumentParser) -> None:
-    from drive.carracing import GameSettings  # gymnasium loads only for the embedded game
-    from drive.expert_recording import RecordSettings, record_expert
-    from drive.hood_game import game_view
+    from drive.carracing.game import GameSettings  # gymnasium loads only for the embedded game
+    from drive.carracing.expert_recording import RecordSettings, record_expert
+    from drive.carracing.hood_game import game_view
 
     if not (args.game in EMBEDDED and args.expert):
         raise UserError("the embedded game is recorded by its scripted expert: pass both --game carracing and --expert "
@@ -52,14 +52,14 @@ def record_carracing_expert(args, p: argparse.ArgumentParser) -> None:
               f"reward {stats.reward:.0f}; {done[0] / episode.fps / 60:.1f} of {args.minutes:g} min", flush=True)
 
     if args.takeover is not None:
-        from drive.corrections import TakeoverRecordSettings, record_takeover
+        from drive.carracing.corrections import TakeoverRecordSettings, record_takeover
         if args.dagger is not None or args.stuck_share is not None or args.perturb_every is not None:
             raise UserError("--takeover records the expert's corrections only: leave out --dagger, --stuck-share "
                             "and --perturb-every")
         paths = record_takeover(args.takeover, args.out, args.minutes, seed,
                                 TakeoverRecordSettings(latency=args.latency or TakeoverRecordSettings.latency))
     elif args.dagger is not None:
-        from drive.dagger import record_dagger
+        from drive.carracing.dagger import record_dagger
         if args.perturb_every is None:
             settings.perturb_every = 0.0  # the agent makes its own mistakes
         paths = record_dagger(args.dagger, args.out, args.minutes, seed, settings, on_episode=progress)

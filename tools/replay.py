@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from data.episode import Episode
 from data.errors import UserError, run_cli
@@ -23,7 +22,6 @@ from data.labels import KEYS
 from data.paths import check_writable
 from drive.agent import Agent, load_agent
 from drive.controller import decide
-from drive.ring import RingBuffer
 from drive.video import VideoWriter, annotate, check_video_path
 
 
@@ -35,17 +33,12 @@ def label_rows(t: np.ndarray, shift_s: float) -> np.ndarray:
 def replay_probs(agent: Agent, episode: Episode, batch_size: int = 32, on_batch=None) -> np.ndarray:
     """(T, 4) sigmoid probabilities for every frame. on_batch(start, frames, probs) sees each batch."""
     t = episode.t[:]
-    ring = RingBuffer(max(agent.seq_len, 1024), agent.seq_len * agent.stride_s)
+    agent.reset()
     out = []
     for start in range(0, len(episode), batch_size):
         frames = episode.frames[start:start + batch_size]
-        features = agent.frame_features(frames)
-        sequences = []
-        for j, f in enumerate(features):
-            ring.push(float(t[start + j]), f)
-            sequences.append(torch.stack([e.item for e in ring.select(float(t[start + j]), agent.seq_len,
-                                                                      agent.stride_s)]))
-        probs = torch.sigmoid(agent.head_fn(torch.stack(sequences)).float()).cpu().numpy()
+        features = agent.frame_features(frames)  # the backbone in batches; the head as the live loop runs it
+        probs = np.stack([agent.step_features(f, float(t[start + j])) for j, f in enumerate(features)])
         if on_batch is not None:
             on_batch(start, frames, probs)
         out.append(probs)
@@ -110,7 +103,7 @@ def replay(agent: Agent, episode: Episode, out: Path, timeline: Path | None = No
     if len(episode) == 0:
         raise UserError(f"{episode.path}: holds no frames")
     t, keys = episode.t[:], episode.keys[:]
-    shift = float(agent.settings.get("label_shift_s", 0.0))
+    shift = agent.contract.label_shift_s
     labels = keys[label_rows(t, shift)]
     scale = max(1, math.ceil(600 / episode.frame_shape[1]))
     fps = episode.fps if episode.fps > 0 else 10.0

@@ -13,7 +13,8 @@ from data.errors import UserError, run_cli
 from data.split import SplitSettings
 from train_head.heads import KINDS, TOKENS, HeadSettings
 from train_head.optim import OptimSettings
-from train_head.train import ControllerDefaults, TrainSettings, parse_kind_weights, train
+from train_head.contract import ControllerSettings
+from train_head.train import TrainSettings, parse_kind_weights, train
 
 
 def parse_layers(text: str) -> tuple[int, ...]:
@@ -81,9 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pos-weight", action="store_true", help="weight rare keys up in the loss (backward is rare)")
     p.add_argument("--patience", type=int, default=0, help="early stop after N evaluations without improvement")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--max-steer", type=float, default=ControllerDefaults.max_steer,
+    p.add_argument("--max-steer", type=float, default=ControllerSettings.max_steer,
                    help="controller default stored in the checkpoint")
-    p.add_argument("--steer-gain", type=float, default=ControllerDefaults.steer_gain,
+    p.add_argument("--steer-gain", type=float, default=ControllerSettings.steer_gain,
                    help="controller default stored in the checkpoint: a/d held for gain · |p(a) - p(d)| of each interval")
     p.add_argument("--proportional-gas", action="store_true",
                    help="controller default stored in the checkpoint: w held for p(w) of each interval "
@@ -91,8 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     s = settings_from_args(args, args.cache, args.out)
     s.pos_weight, s.patience, s.resume = args.pos_weight, args.patience, args.resume
-    s.controller = ControllerDefaults(max_steer=args.max_steer, steer_gain=args.steer_gain,
-                                      proportional_gas=args.proportional_gas)
+    s.controller = ControllerSettings(max_steer=args.max_steer, steer_gain=args.steer_gain,
+                                       proportional_gas=args.proportional_gas)
     train(s)
 
 

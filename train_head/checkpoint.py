@@ -4,7 +4,7 @@ torch.load(path, weights_only=True) reads them, and tied to the feature cache by
 A checkpoint is a dict:
     format, format_version   "gta-drive-head", 1
     model                    the head's state_dict (CPU tensors)
-    settings                 every resolved setting `drive` needs (dataclasses stored as dicts)
+    settings                 the DriveContract (train_head.contract), dataclasses stored as dicts
     fingerprint              the feature cache's fingerprint it was trained on
     ...                      anything else passed to save_checkpoint (step, optimizer state, PCA, ...)
 """
@@ -18,7 +18,7 @@ import torch
 from data.errors import UserError
 
 FORMAT = "gta-drive-head"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: settings hold a DriveContract (train_head.contract); 1 is converted on load
 
 
 def to_plain(value):

@@ -21,28 +21,11 @@ from data.index import episode_info
 from data.split import Split, SplitSettings, split_episodes
 from extract_features.backbone import pick_device
 from train_head.checkpoint import load_checkpoint, save_checkpoint
+from train_head.contract import ControllerSettings, DriveContract
 from train_head.heads import HeadSettings, build_head
 from train_head.memory import choose_mode
 from train_head.metrics import MetricsLog, plot_curves, pos_weight_from_labels, val_metrics
 from train_head.optim import OptimSettings, lr_at, make_optimizer, set_lr
-
-
-@dataclass
-class ControllerDefaults:
-    """Driving defaults stored in the checkpoint (drive may override them)."""
-
-    max_steer: float = 1.0
-    steer_gain: float = 1.0
-    gas_threshold: float = 0.5
-    brake_threshold: float = 0.5
-    proportional_gas: bool = False
-
-    def __post_init__(self):
-        """Checked before a checkpoint stores them: drive would refuse them only at the first decision."""
-        require(0 <= self.max_steer <= 1, "--max-steer", self.max_steer, "a fraction of the interval in [0, 1]")
-        require(self.steer_gain > 0, "--steer-gain", self.steer_gain, "> 0")
-        require(0 <= self.gas_threshold <= 1, "--gas-threshold", self.gas_threshold, "a probability in [0, 1]")
-        require(0 <= self.brake_threshold <= 1, "--brake-threshold", self.brake_threshold, "a probability in [0, 1]")
 
 
 @dataclass
@@ -53,7 +36,7 @@ class TrainSettings:
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     optim: OptimSettings = field(default_factory=OptimSettings)
     split: SplitSettings = field(default_factory=SplitSettings)
-    controller: ControllerDefaults = field(default_factory=ControllerDefaults)
+    controller: ControllerSettings = field(default_factory=ControllerSettings)  # drive's defaults, stored
     memory_limit: int | None = None  # sampler mode auto: free bytes to assume; None: ask the device
     eval_every: int = 200
     eval_batches: int | None = None  # None: the whole validation split
@@ -147,7 +130,7 @@ def _train(s: TrainSettings) -> dict:
     if s.pos_weight:
         pos_weight = pos_weight_from_labels(train_set.labels(train_set.table, train_set.draw_variants(0))).to(device)
 
-    settings_record = _drive_settings(s, cache, head_settings)
+    contract = drive_contract(s, cache, head_settings)
     step, best = 0, {"val_bce": math.inf}
     if s.resume:
         ckpt = load_checkpoint(s.out_dir / "last.pt", expected_fingerprint=cache.fingerprint)
@@ -201,9 +184,8 @@ def _train(s: TrainSettings) -> dict:
                         log.log(step, **metrics)
                         say(f"step {step:>6}  val bce {metrics['val_bce']:.4f}  exact {metrics['val_exact_match']:.3f}"
                             + ("  (best)" if improved else ""))
-                    state = dict(model_state=raw_model.state_dict(), settings=settings_record, fingerprint=cache.fingerprint,
-                                 step=step, metrics=metrics, projection=_projection(cache),
-                                 layer_projections=_layer_projections(cache))
+                    state = dict(model_state=raw_model.state_dict(), fingerprint=cache.fingerprint, step=step,
+                                 metrics=metrics, **contract.checkpoint_entries())
                     if improved or not len(val_set):
                         best = {**metrics, "step": step} if metrics else {"val_bce": math.inf, "step": step}
                         save_checkpoint(s.out_dir / "best.pt", best=best, **state)
@@ -309,14 +291,15 @@ def _layer_projections(cache: FeatureCache) -> dict:
     return {layer: {"mean": p.mean, "components": p.components} for layer, p in cache.projections.items() if layer >= 0}
 
 
-def _drive_settings(s: TrainSettings, cache: FeatureCache, head: HeadSettings) -> dict:
-    """Everything `drive` needs besides the weights: backbone, preprocessing, timing, reduction, controller."""
+def drive_contract(s: TrainSettings, cache: FeatureCache, head: HeadSettings) -> DriveContract:
+    """Everything `drive` needs besides the weights: backbone, preprocessing, reduction and PCA, timing, controller."""
     spec = cache.spec
-    return {"head": asdict(head), "sampler": asdict(s.sampler), "controller": asdict(s.controller),
-            "backbone": spec["backbone"], "weights_digest": spec["weights_digest"],
-            "weights_label": spec["weights_label"], "weights_source": spec["weights_source"], "precision": spec["precision"], "preprocess": spec["preprocess"],
-            "reduction": spec["reduction"], "seq_len": s.sampler.seq_len, "stride_s": s.sampler.stride_s,
-            "label_shift_s": s.sampler.label_shift_s, "profile": _profile_name(cache)}
+    return DriveContract.from_checkpoint({
+        "settings": {"head": asdict(head), "sampler": asdict(s.sampler), "controller": asdict(s.controller),
+                     **{k: spec[k] for k in ("backbone", "weights_digest", "weights_label", "weights_source",
+                                             "precision", "preprocess", "reduction")},
+                     "profile": _profile_name(cache)},
+        "projection": _projection(cache), "layer_projections": _layer_projections(cache)})
 
 
 def _profile_name(cache: FeatureCache) -> str:

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from data.errors import UserError
+from data.profiles import to_frame_size
 from data.screen import Region
 from drive.gta5.window import GameWindow
 
@@ -60,8 +61,7 @@ class WindowCapture:
                 self.log(f"game window moved: capturing {describe(region)}")
                 self.screen.move(region)
         frame = self.screen.grab()
-        if frame.shape[1::-1] != self.frame_size:  # as the recorder stores frames
-            frame = cv2.resize(frame, self.frame_size, interpolation=cv2.INTER_AREA)
+        frame = to_frame_size(frame, self.frame_size)  # as the recorder stores frames
         if self.frames == 0 and self.first_frame_path is not None:
             self.first_frame_path.parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(self.first_frame_path), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))

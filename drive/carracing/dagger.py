@@ -9,35 +9,27 @@ stores the keys the expert would have pressed in each of those states, and train
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from drive.agent import Agent, load_agent
 from drive.controller import ControllerSettings, decide
-from drive.evaluate import check_agent_plays_carracing
-from drive.expert_recording import RecordSettings, record_expert
-from drive.ring import RingBuffer
+from drive.carracing.evaluate import check_agent_plays_carracing
+from drive.carracing.expert_recording import RecordSettings, record_expert
 
 
 class AgentPilot:
-    """The agent as a pilot for drive.expert_recording: one decision per recorded frame, on game time,
+    """The agent as a pilot for drive.carracing.expert_recording: one decision per recorded frame, on game time,
     with the live loop's ring buffer and selection by time, so it sees what it would see driving."""
 
     name = "dagger"
 
     def __init__(self, agent: Agent, controller: ControllerSettings, interval_s: float):
         self.agent, self.controller, self.interval_s = agent, controller, interval_s
-        self.ring = RingBuffer(capacity=max(8, 4 * agent.seq_len * round(agent.stride_s / interval_s + 1)))
 
     def reset(self) -> None:
-        self.ring.clear()
+        self.agent.reset()
 
     def __call__(self, frame: np.ndarray, t: float) -> dict[str, float]:
-        a = self.agent
-        with torch.inference_mode():
-            self.ring.push(t, a.features_fn(a.preprocess_fn(frame)[None])[0])
-            features = torch.stack([e.item for e in self.ring.select(t, a.seq_len, a.stride_s)])
-            probs = torch.sigmoid(a.head_fn(features[None]).float()).reshape(-1).cpu().numpy()
-        return decide(probs, self.interval_s, self.controller)
+        return decide(self.agent.step(frame, t), self.interval_s, self.controller)
 
 
 def record_dagger(ckpt: str | Path, out_dir: str | Path, minutes: float, seed: int, settings: RecordSettings,

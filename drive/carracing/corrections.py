@@ -22,10 +22,10 @@ import numpy as np
 from data.errors import UserError
 from data.labels import KEYS
 from drive.agent import load_agent
-from drive.carracing import CarRacingGame, GameSettings
-from drive.evaluate import GameKeys, TrackSettings, check_agent_plays_carracing, run_track
-from drive.expert import Expert, ExpertSettings
-from drive.expert_recording import frame_keys, held_seconds
+from drive.carracing.game import CarRacingGame, GameSettings
+from drive.carracing.evaluate import GameKeys, TrackSettings, check_agent_plays_carracing, run_track
+from drive.carracing.expert import Expert, ExpertSettings
+from drive.carracing.expert_recording import frame_keys, held_seconds
 from drive.takeover import PLAYER, KeyEvent, Takeover, TakeoverSettings, default_context_s
 
 GATE_KEY = "gate"  # the takeover key the gate holds
@@ -55,12 +55,12 @@ class TakeoverRecordSettings:
 
 
 class ExpertPlayer:
-    """The player of drive.takeover on the embedded game, for drive.evaluate.run_track(player=...).
+    """The player of drive.takeover on the embedded game, for drive.carracing.evaluate.run_track(player=...).
 
     start() per track wires it to the game; grab() wraps the track's frame source: while the player
     drives, the expert decides a plan on each frame, and the keys seen down at a random instant of the
     interval after it are the player's keys for that frame — a keyboard polled at capture time, as
-    drive.expert_recording stores them. The game runs that plan for the interval before the next frame."""
+    drive.carracing.expert_recording stores them. The game runs that plan for the interval before the next frame."""
 
     def __init__(self, out_dir: Path, settings: TakeoverRecordSettings, context_s: float, budget_frames: int,
                  rng: np.random.Generator, log: Callable[[str], None] = lambda s: None):
@@ -171,7 +171,7 @@ def record_takeover(ckpt: str | Path, out_dir: str | Path, minutes: float, seed:
     check_agent_plays_carracing(agent, settings.game)
     fps = agent.profile.fps
     settings.check(fps)
-    context = default_context_s(agent.seq_len, agent.stride_s, float(agent.settings.get("label_shift_s", 0.0)))
+    context = default_context_s(agent.seq_len, agent.stride_s, agent.contract.label_shift_s)
     player = ExpertPlayer(out_dir, settings, context, round(minutes * 60 * fps), np.random.default_rng(seed), log)
     game = CarRacingGame(settings.game)
     track_settings = TrackSettings(latency=settings.latency)

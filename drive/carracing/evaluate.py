@@ -18,10 +18,10 @@ import torch
 from data.errors import UserError
 from data.labels import KEYS
 from drive.agent import Agent, load_agent
-from drive.carracing import STEP_SECONDS, CarRacingGame, GameSettings, RealTimeGame, TrackStats
+from drive.carracing.game import STEP_SECONDS, CarRacingGame, GameSettings, RealTimeGame, TrackStats
 from drive.controller import ControllerSettings
-from drive.expert import score_expert
-from drive.expert_recording import held_seconds as plan_held_seconds
+from drive.carracing.expert import score_expert
+from drive.carracing.expert_recording import held_seconds as plan_held_seconds
 from drive.loop import DriveParts, DriveSummary, LoopSettings, drive
 from drive.video import VideoWriter, annotate
 
@@ -129,7 +129,7 @@ def run_track(agent: Agent, game: CarRacingGame, seed: int, controller: Controll
               video: VideoWriter | None = None, telemetry: Path | None = None,
               log: Callable[[str], None] = lambda s: None, player=None) -> tuple[TrackRun, DriveSummary]:
     """The agent drives one track until the game ends; returns its score and the loop's summary.
-    player: one who may take over (drive.corrections.ExpertPlayer): it sees the agent's plans, owns the
+    player: one who may take over (drive.carracing.corrections.ExpertPlayer): it sees the agent's plans, owns the
     frames while it drives, and its Takeover records the corrections."""
     game.reset(seed)
     if settings.latency is None:
@@ -209,7 +209,7 @@ def evaluate_agent(agent: Agent | str | Path, seeds: list[int], latency: float |
 
 def evaluate_expert(seeds: list[int], latency: float = 0.0, game_settings: GameSettings | None = None) -> list[TrackRun]:
     """The scripted expert's score on each track seed, deciding every `latency` s (every 0.1 s at 0)."""
-    interval = latency or 0.1  # drive.expert.ExpertSettings.decision_seconds
+    interval = latency or 0.1  # drive.carracing.expert.ExpertSettings.decision_seconds
     return [TrackRun(**dataclasses.asdict(stats), decisions=math.ceil(round(stats.seconds / interval, 6)))
             for stats in score_expert(seeds, game_settings, latency=latency)]
 

@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import cv2
 import gymnasium as gym
 import numpy as np
 from gymnasium.envs.box2d.car_dynamics import Car
@@ -24,8 +23,8 @@ from gymnasium.envs.box2d.car_racing import FPS, PLAYFIELD, TRACK_WIDTH
 
 from data.errors import UserError, require
 from data.labels import KEYS
-from data.profiles import load_profile
-from drive import hood_game as hood
+from data.profiles import load_profile, to_frame_size
+from drive.carracing import hood_game as hood
 
 STEP_SECONDS = 1.0 / FPS
 RENDER_SIZE = (600, 400)  # (width, height) of CarRacing's rgb_array render
@@ -187,7 +186,7 @@ class CarRacingGame:
         """The render at the profile's stored frame size, uint8 RGB (H, W, 3)."""
         if self.view is not None:
             return hood.render(self.view, self.env.car, self.traffic, self.profile.frame_size)
-        return cv2.resize(self.screen(), self.profile.frame_size, interpolation=cv2.INTER_AREA)
+        return to_frame_size(self.screen(), self.profile.frame_size)
 
     def press(self, hold: dict[str, float]) -> None:
         """Start a new hold plan now (its clock starts at 0)."""

@@ -1,6 +1,6 @@
 """A scripted expert for CarRacing: pure pursuit on the track's centre line plus speed control from the
 curvature ahead, pressing binary keys like a person on a keyboard (short taps for small corrections).
-With traffic it pursues a point in the left lane while it passes a slower car (drive.traffic).
+With traffic it pursues a point in the left lane while it passes a slower car (drive.carracing.traffic).
 
 It reads the true track and car state from the game, which the learned agent never sees.
 """
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drive.carracing import (MAX_WHEEL_ANGLE, STEP_SECONDS, WHEELBASE, CarRacingGame, CarState, GameSettings,
+from drive.carracing.game import (MAX_WHEEL_ANGLE, STEP_SECONDS, WHEELBASE, CarRacingGame, CarState, GameSettings,
                              TrackStats)
 
 

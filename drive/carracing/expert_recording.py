@@ -14,7 +14,7 @@ its line — a steer key held for a moment against the expert's will — while t
 ones the expert wants. A model trained only on clean laps never sees the car off its line, so it has
 no idea how to get back once its own small errors put it there.
 
-DAgger (Ross et al. 2011): with a `pilot` (drive.dagger.AgentPilot, a trained agent) the pilot drives
+DAgger (Ross et al. 2011): with a `pilot` (drive.carracing.dagger.AgentPilot, a trained agent) the pilot drives
 and the expert only says which keys it would press; those are stored. The recordings then hold the
 states the agent itself gets into, labelled with the way out.
 """
@@ -30,8 +30,8 @@ from data.episode import EpisodeMeta, EpisodeWriter
 from data.errors import UserError, require
 from data.labels import KEYS
 from data.profiles import load_profile
-from drive.carracing import PLAYFIELD, ROAD_HALF_WIDTH, CarRacingGame, GameSettings, TrackStats
-from drive.expert import Expert, ExpertSettings
+from drive.carracing.game import PLAYFIELD, ROAD_HALF_WIDTH, CarRacingGame, GameSettings, TrackStats
+from drive.carracing.expert import Expert, ExpertSettings
 
 LABEL_RULES = ("sample", "half", "any")
 
@@ -79,7 +79,7 @@ def frame_keys(held_share: np.ndarray, rule: str, rng: np.random.Generator) -> n
 
 
 class Pilot(Protocol):
-    """Drives instead of the expert while the expert's keys are recorded (see drive.dagger)."""
+    """Drives instead of the expert while the expert's keys are recorded (see drive.carracing.dagger)."""
 
     name: str  # episodes are named {name}-seed{seed}-...
 

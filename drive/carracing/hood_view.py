@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from gymnasium.envs.box2d.car_racing import GRASS_DIM, PLAYFIELD, TRACK_WIDTH
 
-from drive.traffic import CAR_HALF_LENGTH, CAR_HALF_WIDTH
+from drive.carracing.traffic import CAR_HALF_LENGTH, CAR_HALF_WIDTH
 
 SKY_TOP, SKY_HORIZON, HAZE = np.array((60, 115, 200)), np.array((190, 212, 235)), np.array((165, 190, 195))
 GLASS = np.array((45, 55, 70))

@@ -1,5 +1,5 @@
 """What the embedded game does differently when its profile asks for the hood view (data/profiles/
-carracing_hood.toml, table [game]): frames from drive.hood_view, traffic from drive.traffic, crashes.
+carracing_hood.toml, table [game]): frames from drive.carracing.hood_view, traffic from drive.carracing.traffic, crashes.
 
 drive.carracing.CarRacingGame calls these few functions; with the top-down profile they do nothing.
 """
@@ -9,8 +9,8 @@ import numpy as np
 
 from data.errors import UserError
 from data.profiles import GameProfile
-from drive.hood_view import HoodView
-from drive.traffic import Traffic, TrafficSettings
+from drive.carracing.hood_view import HoodView
+from drive.carracing.traffic import Traffic, TrafficSettings
 
 VIEWS = ("top-down", "hood")
 

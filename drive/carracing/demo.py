@@ -1,0 +1,263 @@
+"""The whole pipeline on the embedded CarRacing game, from nothing: `make demo`.
+
+    python -m tools.demo [--out runs/demo] [--minutes 8] [--dagger-rounds 3] [--dagger-minutes 2] [--steps 1000] [--tracks 10]
+
+1. the scripted expert drives tracks (seeds 0, 1, ...) and is recorded like a player would be, now
+   and then pushed off its line so that the demos show how to get back (the keys stay the expert's);
+2. stage 1 extracts ViT-S/14 tokens (real DINOv2 weights when the torch hub cache holds them, else a
+   RANDOMLY initialised ViT-S/14, said so everywhere);
+3. stage 2 trains the seed's CNN+LSTM head (3 frames 0.2 s apart, labels shifted by the latency);
+4. DAgger: that agent drives other tracks (seeds 500+) while the expert's keys are recorded; stage 1
+   and 2 again on everything (--dagger-rounds times);
+5. the agent drives held-out tracks (seeds 1000+) with a fixed latency, next to the expert;
+6. writes OUT/results.md (the table, the machine and the seconds per stage), OUT/drive.mp4 (first
+   held-out track), OUT/train/curves.png.
+The backbone runs in bf16 where that is fast (CUDA, CPUs with AVX512-BF16/AMX), else fp32; the first line
+says which, with the CPU features found.
+Each step is skipped when its output is already there, so an interrupted demo continues.
+"""
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cache.reduce import Reduction
+from cache.sampler import SamplerSettings
+from data.episode import Episode
+from data.errors import UserError, require
+from data.profiles import load_profile
+from data.split import SplitSettings
+from drive.carracing.game import GameSettings
+from drive.carracing.evaluate import evaluate_agent, evaluate_expert, format_table
+from drive.carracing.dagger import record_dagger
+from drive.carracing.expert_recording import RecordSettings, episode_prefix, record_expert
+from extract_features.backbone import (RAW_PATCHES, backbone_config, cpu_features_text, cpu_model, fast_bf16,
+                                       pick_device, precision_name)
+from extract_features.pipeline import ExtractSettings, extract
+from extract_features.weights import hub_cache_path, official_url
+from train_head.heads import HeadSettings
+from train_head.optim import OptimSettings
+from train_head.contract import ControllerSettings
+from train_head.train import TrainSettings, train
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    out: Path = Path("runs/demo")
+    minutes: float = 8.0  # expert game time recorded (10 fps: 600 frames a minute)
+    perturb_every: float = 2.0  # mean seconds between pushes off the line in the demos (recovery data)
+    dagger_rounds: int = 3  # rounds of the agent driving while the expert labels (DAgger)
+    dagger_minutes: float = 2.0  # game time the agent drives per round
+    dagger_first_track: int = 500  # round r drives tracks 500 + 100 (r - 1), ...
+    backbone: str = "dinov2_vits14"
+    pca_dim: int | None = 96  # keeps the cache in RAM and the head quick on a CPU
+    variants: tuple[str, ...] = ("clean", "flip")  # flip evens out the bends: a track loops one way, so most turn alike
+    steps: int = 1000  # training steps of the final head; best.pt keeps the best val loss
+    pilot_steps: int = 500  # ... of the heads that only drive for DAgger (their val loss bottoms out near 500)
+    latency: float = 0.1  # thinking time of the agent while driving, and so the label shift
+    stride_s: float = 0.2
+    seq_len: int = 3
+    tracks: int = 10  # held-out tracks, seeds 1000, 1001, ...
+    first_track: int = 1000
+    game: str = "carracing"  # the embedded game's profile: carracing (top-down) or carracing_hood (hood camera)
+    traffic: int | None = None  # traffic cars per track (None: the profile's; carracing_hood has 5)
+    threads: int | None = None  # torch CPU threads; None: see demo_threads
+
+    def game_settings(self) -> GameSettings:
+        return GameSettings(profile=self.game, traffic=self.traffic)
+
+    def __post_init__(self):
+        require(self.minutes > 0, "--minutes", self.minutes, "> 0 minutes of expert driving")
+        require(self.dagger_rounds >= 0, "--dagger-rounds", self.dagger_rounds, ">= 0")
+        require(self.dagger_minutes > 0, "--dagger-minutes", self.dagger_minutes, "> 0")
+        require(self.steps >= 1, "--steps", self.steps, "at least 1")
+        require(self.tracks >= 1, "--tracks", self.tracks, "at least 1 held-out track")
+        require(self.threads is None or self.threads >= 1, "--threads", self.threads, "at least 1")
+        backbone_config(self.backbone)  # an unknown name fails now, not after minutes of recording
+
+
+class StageTimes:
+    """Seconds spent in each stage of the demo, summed over its rounds: where the time goes."""
+
+    def __init__(self, clock=time.perf_counter):
+        self.clock, self.seconds = clock, {}
+
+    @contextmanager
+    def __call__(self, stage: str):
+        start = self.clock()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + self.clock() - start
+
+    def table(self) -> str:
+        rows = [f"| {stage} | {seconds:.0f} |" for stage, seconds in self.seconds.items()]
+        return "\n".join(["| stage | seconds |", "|---|---:|", *rows, f"| all | {sum(self.seconds.values()):.0f} |"])
+
+
+def demo_threads(s: DemoSettings, device: torch.device, cores: int | None = None) -> int:
+    """Torch CPU threads for the demo: s.threads, else 1 on a CPU of at most 2 cores without fast bf16, else
+    torch's choice. With 2 threads on 2 cores every op waits at a barrier for a thread that the demo's own
+    reader, writer or game thread (or anything else) has taken the core from: ViT-S/14 at 168x112 (AVX2
+    kernels, a shared 2-core machine) took 1084 ms/frame at batch 1 and 116 at batch 16 with 2 threads,
+    41 and 36 with 1. An idle machine was not available to measure what 1 thread costs there, so CPUs
+    with fast bf16 (where the demo's 13 minutes were measured with 2 threads) keep torch's choice."""
+    if s.threads is not None:
+        return s.threads
+    cores = cores or os.cpu_count() or 1
+    if device.type == "cpu" and cores <= 2 and not fast_bf16(device):
+        return 1
+    return torch.get_num_threads()
+
+
+def machine_line() -> str:
+    """The CPU, the features torch found on it and the backbone precision they give, e.g. for a slow demo."""
+    device = pick_device("auto")
+    why = "" if fast_bf16(device) or device.type != "cpu" else " (bf16 would be several times slower here)"
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
+    return f"{where}; CPU {cpu_model()}, {torch.get_num_threads()} threads, {cpu_features_text()}; backbone in {precision_name(fast_bf16(device))}{why}"
+
+
+def demo_weights(backbone: str) -> str:
+    return "official" if hub_cache_path(official_url(backbone)).exists() else "random"
+
+
+def record(s: DemoSettings, log) -> Path:
+    recordings = s.out / "recordings"
+    if recordings.exists():
+        check_frame_size(recordings, s)
+        log(f"recordings already in {recordings}")
+    else:
+        log(f"recording {s.minutes:g} min of expert driving into {recordings}")
+        record_expert(recordings, s.minutes, seed=0,
+                      settings=RecordSettings(latency=s.latency, perturb_every=s.perturb_every, game=s.game_settings()))
+    return recordings
+
+
+def check_frame_size(recordings: Path, s: DemoSettings) -> None:
+    """A demo folder from an earlier version may hold frames of another size (CarRacing's were 240x160),
+    or of the other view."""
+    first = next(iter(sorted(recordings.glob("*.zarr"))), None)
+    expected = load_profile(s.game).frame_shape
+    if first is not None and (shape := Episode(first).frame_shape) != expected:
+        raise UserError(f"{first}: frames of {shape[1]}x{shape[0]}, but the demo now records {expected[1]}x{expected[0]}; "
+                        f"remove {s.out} or pass another --out")
+    if first is not None and (profile := Episode(first).profile) != s.game:
+        raise UserError(f"{first}: recorded with the {profile} profile, not {s.game}; remove {s.out} or pass another --out")
+
+
+def features(s: DemoSettings, log, backbone: str | None = None, cache: Path | None = None) -> tuple[Path, str]:
+    """Stage 1 into OUT/cache (resumes; nothing to do when complete). Returns the cache and the weights used."""
+    backbone = backbone or s.backbone
+    cache = cache or s.out / "cache"
+    weights = "none" if backbone == RAW_PATCHES else demo_weights(backbone)
+    if weights == "random":
+        print("\n" + "!" * 78 + f"\n  No DINOv2 weights in the torch hub cache ({hub_cache_path(official_url(backbone))}).\n"
+              f"  Running on a RANDOMLY INITIALISED {backbone}: real DINOv2 features drive better.\n"
+              + "!" * 78 + "\n", flush=True)
+    log(f"extracting {backbone} features into {cache}")
+    extract(ExtractSettings(recordings=[s.out / "recordings"], cache=cache, backbone=backbone, weights=weights,
+                            reduction=Reduction(pca_dim=s.pca_dim), variants=s.variants, block_rows=128,
+                            batch_size=32, bf16=fast_bf16(pick_device("auto")) and backbone != RAW_PATCHES))
+    return cache, weights
+
+
+def train_settings(s: DemoSettings, cache: Path, out_dir: Path, steps: int | None = None) -> TrainSettings:
+    return TrainSettings(cache=cache, out_dir=out_dir, head=HeadSettings(kind="lstm", tokens="patches"),
+                         sampler=SamplerSettings(seq_len=s.seq_len, stride_s=s.stride_s, label_shift_s=s.latency,
+                                                 batch_size=32),
+                         optim=OptimSettings(lr=1e-3, min_lr=1e-4, warmup_steps=min(100, (steps or s.steps) // 10),
+                                             max_steps=steps or s.steps),
+                         split=SplitSettings(val_fraction=0.1), eval_every=250,
+                         controller=ControllerSettings(proportional_gas=True),
+                         overwrite=True)  # a head whose training was cut off (no best.pt yet) is trained afresh
+
+
+def held_out(s: DemoSettings) -> list[int]:
+    return list(range(s.first_track, s.first_track + s.tracks))
+
+
+def backbone_label(backbone: str, weights: str) -> str:
+    return {"random": f"RANDOMLY INITIALISED {backbone}", "none": "no backbone (raw pixel patches)"}.get(
+        weights, f"{backbone} (DINOv2 weights)")
+
+
+def run_dir(s: DemoSettings, r: int) -> Path:
+    """Where round r trains: 0 on the expert demos, then once after each DAgger round; the last is OUT/train."""
+    return s.out / "train" if r == s.dagger_rounds else s.out / f"train-round{r}"
+
+
+def train_round(s: DemoSettings, cache: Path, r: int, log) -> Path:
+    directory = run_dir(s, r)
+    if (directory / "best.pt").exists():
+        log(f"head already trained: {directory / 'best.pt'}")
+    else:
+        steps = s.steps if r == s.dagger_rounds else s.pilot_steps
+        log(f"training the head for {steps} steps into {directory}")
+        train(train_settings(s, cache, directory, steps))
+    return directory / "best.pt"
+
+
+def dagger_round(s: DemoSettings, ckpt: Path, r: int, log) -> None:
+    """The agent of `ckpt` drives fresh tracks; the expert's keys for what it sees join the recordings."""
+    seed = s.dagger_first_track + 100 * (r - 1)
+    recordings = s.out / "recordings"
+    if any(p.name.startswith(episode_prefix(seed, "dagger")) for p in recordings.iterdir()):
+        log(f"DAgger round {r} already recorded")
+        return
+    log(f"DAgger round {r}: the agent drives {s.dagger_minutes:g} min (tracks {seed}+), the expert labels")
+    record_dagger(ckpt, recordings, s.dagger_minutes, seed,
+                  RecordSettings(latency=s.latency, perturb_every=0.0, game=s.game_settings()),
+                  log=lambda *a: None)
+
+
+def learn(s: DemoSettings, log, times: StageTimes | None = None) -> tuple[Path, str, Path]:
+    """Expert demos, stage 1, stage 2, then per DAgger round: record, extract the new frames, train on all.
+    Returns (cache, backbone weights used, the final checkpoint)."""
+    times = times or StageTimes()
+    with times("recording the expert"):
+        record(s, log)
+    with times("stage 1 (backbone over the recordings)"):
+        cache, weights = features(s, log)
+    with times("training"):
+        ckpt = train_round(s, cache, 0, log)
+    for r in range(1, s.dagger_rounds + 1):
+        with times("DAgger: the agent drives"):
+            dagger_round(s, ckpt, r, log)
+        with times("stage 1 (backbone over the recordings)"):
+            cache, _ = features(s, log)
+        with times("training"):
+            ckpt = train_round(s, cache, r, log)
+    return cache, weights, ckpt
+
+
+def run(s: DemoSettings) -> str:
+    start = time.perf_counter()
+    log = lambda what: print(f"[{time.perf_counter() - start:6.0f} s] {what}", flush=True)  # noqa: E731
+    torch.set_num_threads(demo_threads(s, pick_device("auto")))
+    machine = machine_line()
+    log(f"machine: {machine}")
+    times = StageTimes()
+    cache, weights, ckpt = learn(s, log, times)
+    seeds = held_out(s)
+    log(f"driving {len(seeds)} held-out tracks (seeds {seeds[0]}-{seeds[-1]}), latency {s.latency} s")
+    with times("held-out tracks: the agent drives"):
+        agent = evaluate_agent(ckpt, seeds, latency=s.latency, video=s.out / "drive.mp4", game_settings=s.game_settings())
+    with times("held-out tracks: the expert drives"):
+        expert = evaluate_expert(seeds, latency=s.latency, game_settings=s.game_settings())
+    table = format_table({"agent": agent, "expert": expert}, compare=("agent", "expert"))
+    report = (f"# Demo: CarRacing, expert vs agent on held-out tracks\n\n"
+              f"backbone: {backbone_label(s.backbone, weights)}; {s.minutes:g} min of expert demos (pushed off "
+              f"the line every ~{s.perturb_every:g} s), then {s.dagger_rounds} DAgger round(s) of "
+              f"{s.dagger_minutes:g} min; variants {', '.join(s.variants)}; PCA {s.pca_dim}; head lstm/patches "
+              f"seq {s.seq_len} stride {s.stride_s} s; {s.steps} steps ({s.pilot_steps} before DAgger); latency "
+              f"{s.latency} s (fixed, reproducible); proportional steering and gas\n\n{table}\n"
+              f"wall time {time.perf_counter() - start:.0f} s on {machine}\n\n"
+              f"Where the time went (steps already done by an earlier run take ~0 s):\n\n{times.table()}\n")
+    (s.out / "results.md").write_text(report)
+    log(f"done: {s.out / 'results.md'}, {s.out / 'drive.mp4'}, {ckpt.parent / 'curves.png'}")
+    print("\n" + table + "\n\n" + times.table())
+    return report
