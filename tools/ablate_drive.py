@@ -21,7 +21,7 @@ import numpy as np
 
 from data.errors import UserError, require, run_cli
 from drive.evaluate import evaluate_agent, evaluate_expert
-from extract_features.backbone import RAW_PATCHES
+from extract_features.models import RAW_PATCHES
 from tools.demo import DemoSettings, backbone_label, features, held_out, learn, train_settings
 from train_head.ablate import Variation, default_grid, markdown_table, plot, run_grid, slug
 

@@ -35,13 +35,13 @@ from drive.carracing import GameSettings
 from drive.evaluate import evaluate_agent, evaluate_expert, format_table
 from drive.dagger import record_dagger
 from drive.expert_recording import RecordSettings, episode_prefix, record_expert
-from extract_features.backbone import RAW_PATCHES, backbone_config, cpu_features_text, fast_bf16, pick_device, precision_name
+from extract_features.device import cpu_features_text, cpu_model, fast_bf16, pick_device, precision_name
+from extract_features.models import RAW_PATCHES, backbone_config
 from extract_features.pipeline import ExtractSettings, extract
 from extract_features.weights import hub_cache_path, official_url
 from train_head.heads import HeadSettings
 from train_head.optim import OptimSettings
 from train_head.train import ControllerDefaults, TrainSettings, train
-from tools.bench_machine import cpu_model
 
 
 @dataclass(frozen=True)
