@@ -9,9 +9,9 @@
 """
 import argparse
 import dataclasses
-import os
 from pathlib import Path
 
+from data.atomic import write_text
 from data.errors import UserError, require, run_cli
 from data.paths import check_writable
 from data.profiles import load_profile
@@ -206,15 +206,8 @@ def run_eval(agent: Agent, controller: ControllerSettings, seeds: list[int], gam
     if args.video:
         print(f"video: {args.video}")
     if args.table:
-        write_text_atomic(args.table, table)
+        write_text(args.table, table)
         print(f"table: {args.table}")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def drive_gta5(agent: Agent, controller: ControllerSettings, args) -> None:

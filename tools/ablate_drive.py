@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data.atomic import write_json, write_text
 from data.errors import UserError, require, run_cli
 from drive.evaluate import evaluate_agent, evaluate_expert
 from extract_features.models import RAW_PATCHES
@@ -48,10 +49,7 @@ def kept_row(out: Path, name: str, settings: dict, make, log=lambda what: None) 
         log(f"kept from an earlier run: {name}")
         return kept["row"]
     row = make()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"settings": settings, "row": row}, indent=1, default=str))
-    tmp.replace(path)
+    write_json(path, {"settings": settings, "row": row}, indent=1, default=str)
     return row
 
 
@@ -125,8 +123,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{s.steps} steps; training seeds {args.seeds}; closed loop on tracks {tracks[0]}-{tracks[-1]} at a fixed "
             f"latency of {s.latency} s; ± is the std over every (training seed, track) pair. "
             f"wall time {time.perf_counter() - start:.0f} s")
-    (args.out / "ablation.md").write_text(f"{table}\n\n{note}\n")
-    (args.out / "results.json").write_text(json.dumps(rows, indent=1, default=str))
+    write_text(args.out / "ablation.md", f"{table}\n\n{note}\n")
+    write_json(args.out / "results.json", rows, indent=1, default=str)
     plot(rows, args.out / "ablation.png", keys=(("val BCE", "val_bce"), ("closed-loop reward", "reward"),
                                                  ("tiles %", "tiles")))
     print(table + "\n\n" + note)

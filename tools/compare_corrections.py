@@ -16,7 +16,6 @@ confirmed when it exceeds twice its standard error over training seeds) and OUT/
 is skipped when its output is there, so an interrupted run continues.
 """
 import argparse
-import json
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data.atomic import write_json, write_text
 from data.episode import Episode
 from data.errors import UserError, run_cli
 from drive.carracing import GameSettings
@@ -173,8 +173,8 @@ def run(s: CompareSettings) -> str:
     expert = evaluate_expert(tracks, latency=s.demo.latency, game_settings=game)
     report = table(s, rows, float(np.mean([r.reward for r in expert])), tracks, weights, time.perf_counter() - start)
     s.demo.out.mkdir(parents=True, exist_ok=True)
-    (s.demo.out / "results.md").write_text(report)
-    (s.demo.out / "results.json").write_text(json.dumps(rows, indent=1))
+    write_text(s.demo.out / "results.md", report)
+    write_json(s.demo.out / "results.json", rows, indent=1)
     print(report)
     return report
 

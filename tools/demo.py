@@ -27,6 +27,7 @@ import torch
 
 from cache.reduce import Reduction
 from cache.sampler import SamplerSettings
+from data.atomic import write_text
 from data.episode import Episode
 from data.errors import UserError, disk_faults, require, run_cli
 from data.profiles import load_profile
@@ -257,7 +258,7 @@ def run(s: DemoSettings) -> str:
               f"{s.latency} s (fixed, reproducible); proportional steering and gas\n\n{table}\n"
               f"wall time {time.perf_counter() - start:.0f} s on {machine}\n\n"
               f"Where the time went (steps already done by an earlier run take ~0 s):\n\n{times.table()}\n")
-    (s.out / "results.md").write_text(report)
+    write_text(s.out / "results.md", report)
     log(f"done: {s.out / 'results.md'}, {s.out / 'drive.mp4'}, {ckpt.parent / 'curves.png'}")
     print("\n" + table + "\n\n" + times.table())
     return report

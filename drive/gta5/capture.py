@@ -7,6 +7,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from data.atomic import write_image
 from data.errors import UserError
 from data.screen import Region
 from drive.gta5.window import GameWindow
@@ -63,8 +64,7 @@ class WindowCapture:
         if frame.shape[1::-1] != self.frame_size:  # as the recorder stores frames
             frame = cv2.resize(frame, self.frame_size, interpolation=cv2.INTER_AREA)
         if self.frames == 0 and self.first_frame_path is not None:
-            self.first_frame_path.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(self.first_frame_path), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            write_image(self.first_frame_path, frame)
             self.log(f"first frame the agent sees ({frame.shape[1]}x{frame.shape[0]}): {self.first_frame_path}")
         self.frames += 1
         return frame
