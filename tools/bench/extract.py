@@ -74,7 +74,7 @@ def stage1_efficiency(s: Stage1Bench, device: torch.device, work: Path, log=prin
         shutil.rmtree(cache)
         run_start = [t for t, message in stamps if "frames to extract" in message]
         if not run_start:
-            raise RuntimeError("extract() no longer logs its 'frames to extract' line; update tools/bench_extract.py")
+            raise RuntimeError("extract() no longer logs its 'frames to extract' line; update tools/bench/extract.py")
         return end - run_start[-1], end - start
 
     extractor(frames[:s.batch])  # warm-up: kernels and memory for this batch shape
