@@ -25,7 +25,10 @@ from data.errors import UserError
 from data.profiles import GameProfile, load_profile
 from drive.controller import ControllerSettings
 from drive.ring import RingBuffer
-from extract_features.backbone import BackboneOutput, FeatureExtractor, cpu_features_text, fast_bf16, load_backbone, pick_device
+from extract_features.device import cpu_features_text, fast_bf16, pick_device
+from extract_features.extractor import FeatureExtractor
+from extract_features.loader import load_backbone
+from extract_features.vit_layers import BackboneOutput
 from extract_features.preprocess import preprocess
 from train_head.checkpoint import load_checkpoint
 from train_head.contract import DriveContract

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache", type=Path, required=True, metavar="DIR", help="feature cache directory")
     p.add_argument("--backbone", default=ExtractSettings.backbone,
                    help="dinov2_vit{s,b,l,g}14[_reg] or dinov3_vit{s,b,l}16, dinov3_vit{s,h}16plus; "
-                        "python -m extract_features.backbone --list shows all (default: %(default)s)")
+                        "python -m extract_features.loader --list shows all (default: %(default)s)")
     p.add_argument("--layers", type=parse_layers, default=ExtractSettings.layers, metavar="N,M",
                    help="also store the patch tokens of these earlier blocks (0-based), reduced like the last's; "
                         "train_head --layers picks among them")

@@ -1,6 +1,6 @@
 """DINOv3 ViT-S/16, S+/16, B/16, L/16 and H+/16 as released by facebookresearch/dinov3 (LVD-1689M weights).
 
-What differs from DINOv2 (backbone.py): patch 16; no learned position table but rotary position embeddings
+What differs from DINOv2 (models.py): patch 16; no learned position table but rotary position embeddings
 (RoPE) on the patch tokens' queries and keys, from patch-centre coordinates in [-1, 1] per axis, so any
 grid works without interpolation; 4 register ("storage") tokens; a key bias that is masked to zero;
 LayerNorm eps 1e-5; the SwiGLU of S+ and H+ has three separate linears (w1 gate, w2 up, w3 down).

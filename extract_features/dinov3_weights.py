@@ -39,7 +39,7 @@ def hf_repo(name: str) -> str:
     return f"facebook/{name.replace('_', '-')}-pretrain-lvd1689m"
 
 
-def read_weights(name: str, config: Dinov3Config, weights: str, known: dict, progress: bool = True) -> tuple[dict, str]:
+def read_weights(name: str, config: Dinov3Config, weights: str, progress: bool = True) -> tuple[dict, str]:
     """State dict in the official layout, checked against `config`, and a label saying where it came from."""
     path = Path(weights).expanduser()
     if weights == "official":
@@ -61,7 +61,7 @@ def read_weights(name: str, config: Dinov3Config, weights: str, known: dict, pro
         raise UserError(f"--weights {weights}: no such file or folder; use 'official', 'random', "
                         f"a .pth file or a Hugging Face folder (config.json + model.safetensors)")
     state = to_official_layout(state, config, label)
-    check_matches(structure_of(state, label), name, config, known, label, config_structure, describe)
+    check_matches(structure_of(state, label), name, config, label, config_structure, describe)
     return state, label
 
 

@@ -12,7 +12,7 @@ from data.episode import Episode
 from data.errors import UserError
 from data.index import EpisodeInfo
 from data.profiles import GameProfile
-from extract_features.backbone import backbone_config
+from extract_features.models import backbone_config
 from extract_features.pipeline import ExtractSettings, _profile, _variants, cache_rows, select_episodes
 from extract_features.preprocess import PreprocessSettings, patch_grid
 

@@ -22,8 +22,10 @@ from data.errors import UserError, disk_faults, require
 from data.index import EpisodeInfo, index_episodes
 from data.paths import check_output_folder
 from data.profiles import GameProfile, load_profile
-from extract_features.backbone import (RAW_PATCHES, FeatureExtractor, backbone_config, load_backbone, pick_device,
-                                       precision_name, preprocess_settings)
+from extract_features.device import pick_device, precision_name
+from extract_features.extractor import FeatureExtractor
+from extract_features.loader import load_backbone
+from extract_features.models import RAW_PATCHES, backbone_config, preprocess_settings
 from extract_features.preprocess import patch_grid
 
 

@@ -1,4 +1,4 @@
-"""Pieces shared by the DINOv2 (backbone.py) and DINOv3 (dinov3.py) ViTs: their output, the patch
+"""Pieces shared by the DINOv2 (models.py) and DINOv3 (dinov3.py) ViTs: their output, the patch
 embedding, the pre-norm block with LayerScale, the GELU MLP, and the walk through the blocks that keeps
 chosen earlier blocks' tokens. Module names are the releases' (patch_embed.proj, norm1, attn, ls1, ...)."""
 from collections.abc import Sequence

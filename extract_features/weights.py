@@ -10,23 +10,20 @@
     random     seeded random initialisation for tests and the demo, labelled RANDOM
 
 Every torch.load uses weights_only=True, so no code in a checkpoint runs. The model itself and
-load_backbone, which puts weights into it, are in backbone.py.
+load_backbone, which puts weights into it, are in models.py and loader.py.
 """
 import hashlib
 import json
 import math
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.error import URLError
 
 import torch
 from safetensors.torch import load_file
 
 from data.errors import UserError
-
-if TYPE_CHECKING:
-    from extract_features.backbone import ViTConfig
+from extract_features.models import BACKBONES, ViTConfig
 
 OFFICIAL_BASE_URL = "https://dl.fbaipublicfiles.com/dinov2"
 HF_MODEL_TYPES = ("dinov2", "dinov2_with_registers")
@@ -56,10 +53,8 @@ def weights_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def read_weights(name: str, config: "ViTConfig", weights: str, known: dict[str, "ViTConfig"],
-                 progress: bool = True) -> tuple[dict, str]:
-    """State dict in the official layout, checked against `config`, and a label saying where it came from.
-    `known` (BACKBONES) names what a checkpoint of another size or variant holds."""
+def read_weights(name: str, config: ViTConfig, weights: str, progress: bool = True) -> tuple[dict, str]:
+    """State dict in the official layout, checked against `config`, and a label saying where it came from."""
     path, heads = Path(weights).expanduser(), None  # heads: only a Hugging Face config.json says
     if weights == "official":
         url = official_url(name)
@@ -75,7 +70,7 @@ def read_weights(name: str, config: "ViTConfig", weights: str, known: dict[str, 
             raise UserError(f"--weights {weights}: no such file or folder; use 'official', 'random', "
                             f"a .pth file or a Hugging Face folder (config.json + model.safetensors)")
     state = to_official_layout(state, label)
-    check_matches(_structure(state, label), name, config, known, label)
+    check_matches(_structure(state, label), name, config, label)
     if heads is not None and heads != config.num_heads:
         raise UserError(f"{path / 'config.json'}: {heads} attention heads, but {name} has {config.num_heads}")
     return state, label
@@ -214,7 +209,7 @@ def _structure(state: dict, source: str) -> dict:
         raise UserError(f"{source}: incomplete DINOv2 checkpoint (no {e})") from None
 
 
-def _config_structure(config: "ViTConfig") -> dict:
+def _config_structure(config: ViTConfig) -> dict:
     return dict(embed_dim=config.embed_dim, depth=config.depth, num_registers=config.num_registers,
                 ffn=config.ffn, patch_size=config.patch_size, pos_grid=config.pos_grid)
 
@@ -224,13 +219,13 @@ def _text(structure: dict) -> str:
             f"{structure['ffn']} FFN, patch {structure['patch_size']}, {structure['pos_grid']}^2 positions")
 
 
-def check_matches(held: dict, name: str, config, known: dict, source: str, structure=None, text=None) -> None:
+def check_matches(held: dict, name: str, config, source: str, structure=None, text=None) -> None:
     """Refuse a checkpoint whose structure (from its tensors) is not the asked backbone's, naming the
-    known backbone it is when there is one. structure(config) and text(structure) default to DINOv2's."""
+    backbone of BACKBONES it is when there is one. structure(config) and text(structure) default to DINOv2's."""
     structure, text = structure or _config_structure, text or _text
     asked = structure(config)
     if held != asked:
-        same = [n for n, c in known.items() if type(c) is type(config) and structure(c) == held]
+        same = [n for n, c in BACKBONES.items() if type(c) is type(config) and structure(c) == held]
         holds = f"{same[0]} ({text(held)})" if same else f"an unknown ViT ({text(held)})"
         raise UserError(f"{source} holds {holds}, but {name} ({text(asked)}) was asked for; "
                         f"choose {same[0] if same else 'the matching backbone'} or pass weights for {name}")

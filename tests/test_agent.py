@@ -12,7 +12,7 @@ from data.episode import Episode, EpisodeMeta, EpisodeWriter
 from data.errors import UserError
 from data.profiles import load_profile
 from drive.agent import load_agent
-from extract_features.backbone import BACKBONES, random_model
+from extract_features.models import BACKBONES, random_model
 from extract_features.pipeline import ExtractSettings, extract
 from tests.conftest import synthetic_frames, synthetic_keys
 from train_head.checkpoint import save_checkpoint

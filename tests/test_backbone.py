@@ -9,7 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from data.errors import UserError
-from extract_features.backbone import BACKBONES, Backbone, DinoV2, FeatureExtractor, ViTConfig, main, random_model
+from extract_features.extractor import FeatureExtractor
+from extract_features.loader import Backbone
+from extract_features.models import BACKBONES, DinoV2, ViTConfig, random_model
+from tools.bench.backbone import main
 from extract_features.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSettings, patch_grid, preprocess
 from extract_features.weights import hf_to_official, weights_digest
 from tests.conftest import synthetic_frames
@@ -272,7 +275,7 @@ def test_compiled_extractor_gives_the_same_tokens():
 
 
 def test_bench_cli_prints_speed_and_bf16_error(capsys):
-    main(["--bench", "--backbones", "vit_tiny_test", "vit_tiny_test_reg", "vit3_tiny_test", "--batch", "2",
+    main(["--backbones", "vit_tiny_test", "vit_tiny_test_reg", "vit3_tiny_test", "--batch", "2",
           "--iters", "1", "--device", "cpu"])
     text = capsys.readouterr().out
     assert "frames 180x240, padded to each backbone's patch size, batch 2, median of 1 batches" in text
@@ -286,16 +289,17 @@ def test_bench_cli_prints_speed_and_bf16_error(capsys):
 
 def test_bench_cli_refuses_bad_flags():
     with pytest.raises(UserError, match="--batch 0"):
-        main(["--bench", "--batch", "0"])
+        main(["--batch", "0"])
     with pytest.raises(UserError, match="backbone 'vit_huge' is unknown"):
-        main(["--bench", "--backbones", "vit_huge", "--device", "cpu"])
+        main(["--backbones", "vit_huge", "--device", "cpu"])
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0
 
 
 def test_raw_patch_control_is_the_identity_on_pixel_patches():
-    from extract_features.backbone import FeatureExtractor, load_backbone
+    from extract_features.extractor import FeatureExtractor
+    from extract_features.loader import load_backbone
     from extract_features.preprocess import PreprocessSettings, preprocess
 
     control = load_backbone("raw_patches14", "none")
@@ -307,3 +311,12 @@ def test_raw_patch_control_is_the_identity_on_pixel_patches():
     # token (row 1, col 2) holds channel-major pixels of that 14x14 patch
     np.testing.assert_array_equal(out.patch[1, 1 * 18 + 2].numpy(), x[1, :, 14:28, 28:42].reshape(-1).numpy())
     np.testing.assert_allclose(out.cls.numpy(), out.patch.mean(dim=1).numpy(), rtol=1e-6)
+
+
+def test_list_names_every_backbone_and_its_weights(capsys):
+    from extract_features.loader import main as loader_main
+    loader_main(["--list"])
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert set(rows) == set(BACKBONES)
+    assert rows["dinov2_vits14"].endswith("https://dl.fbaipublicfiles.com/dinov2/dinov2_vits14/dinov2_vits14_pretrain.pth")
+    assert rows["vit_tiny_test"].endswith("(none: random only)")

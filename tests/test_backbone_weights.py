@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import save_file
 
 from data.errors import UserError
-from extract_features.backbone import BACKBONES, DinoV2, ViTConfig, load_backbone, random_model
+from extract_features.loader import load_backbone
+from extract_features.models import BACKBONES, DinoV2, ViTConfig, random_model
 from extract_features.weights import hub_cache_path, official_url, weights_digest
 
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from data.errors import UserError
-from extract_features.backbone import fast_bf16, precision_name
-from tools.bench import FIGURES, main
-from tools.bench_scale import default_geometry
+from extract_features.device import fast_bf16, precision_name
+from tools.bench.suite import FIGURES, main
+from tools.bench.scale import default_geometry
 
 
 def test_quick_bench_writes_every_figure(tmp_path):

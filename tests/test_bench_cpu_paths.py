@@ -1,9 +1,9 @@
-"""tools.bench_cpu_paths: every option runs on the same frames; fp32 eager is the reference, int8 tokens are
+"""tools.bench.cpu_paths: every option runs on the same frames; fp32 eager is the reference, int8 tokens are
 close to it but not equal, the smaller geometry has fewer patches."""
 import pytest
 
 from data.errors import UserError
-from tools.bench_cpu_paths import compare, main
+from tools.bench.cpu_paths import compare, main
 
 
 def test_options_are_compared_with_fp32_eager():

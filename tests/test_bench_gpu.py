@@ -5,9 +5,9 @@ import json
 import pytest
 
 from data.errors import UserError
-from tools import bench_gpu
-from tools.bench_backbone import BackboneBench
-from tools.bench_drive import DriveBench
+from tools.bench import gpu as bench_gpu
+from tools.bench.backbone import BackboneBench
+from tools.bench.drive import DriveBench
 
 
 def test_refused_on_a_machine_without_cuda_unless_toy(tmp_path):

@@ -6,9 +6,9 @@ import torch
 from data.episode import Episode
 from data.errors import UserError
 from data.profiles import load_profile
-from extract_features.backbone import RAW_PATCHES, cpu_features_text, cpu_model
+from extract_features.device import cpu_features_text, cpu_model
+from extract_features.models import RAW_PATCHES
 from tests.test_agent import write_profile_episode
-
 from drive.carracing.demo import DemoSettings, StageTimes, demo_threads, run
 
 

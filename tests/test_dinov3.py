@@ -10,8 +10,9 @@ from safetensors.torch import save_file
 from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
 from data.errors import UserError
-from extract_features.backbone import (BACKBONES, FeatureExtractor, load_backbone, preprocess_settings,
-                                       random_model)
+from extract_features.extractor import FeatureExtractor
+from extract_features.loader import load_backbone
+from extract_features.models import BACKBONES, preprocess_settings, random_model
 from extract_features.dinov3 import Dinov3Config, DinoV3
 from extract_features.dinov3_weights import REQUEST_URL, official_url
 from extract_features.preprocess import PreprocessSettings, input_size

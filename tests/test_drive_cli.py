@@ -18,7 +18,7 @@ import drive.game
 from drive.__main__ import main
 from drive.carracing.game import CarRacingGame, GameSettings, RealTimeGame, TrackStats
 from drive.carracing.evaluate import GameKeys, TrackRun, evaluate_agent, evaluate_expert, format_table, parse_seeds
-from extract_features.backbone import DinoV2
+from extract_features.models import DinoV2
 from tests.test_agent import make_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

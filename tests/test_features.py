@@ -19,7 +19,8 @@ from data.augment import apply_variant
 from data.episode import Episode
 from data.errors import UserError
 from data.profiles import load_profile
-from extract_features.backbone import FeatureExtractor, load_backbone
+from extract_features.extractor import FeatureExtractor
+from extract_features.loader import load_backbone
 from extract_features.pipeline import ExtractSettings, extract
 from extract_features.preprocess import PreprocessSettings
 from tests.conftest import write_episode
@@ -129,7 +130,7 @@ def test_shards_union_to_the_full_cache(recordings, tmp_path):
 SLOW_EXTRACT = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    import extract_features.backbone as bb
+    import extract_features.extractor as bb
     from extract_features.pipeline import ExtractSettings, extract
     call = bb.FeatureExtractor.__call__
     def slow(self, frames):

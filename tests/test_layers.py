@@ -13,7 +13,9 @@ from cache.store import LAST, FeatureCache
 from data.errors import UserError
 from data.split import Segment
 from drive.agent import load_agent
-from extract_features.backbone import BACKBONES, FeatureExtractor, load_backbone, preprocess_settings, random_model
+from extract_features.extractor import FeatureExtractor
+from extract_features.loader import load_backbone
+from extract_features.models import BACKBONES, preprocess_settings, random_model
 from extract_features.pipeline import ExtractSettings, extract
 from tests.test_agent import silent, write_profile_episode
 from train_head.heads import HeadSettings

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from drive.agent import load_agent
-from extract_features.backbone import FeatureExtractor, cpu_features, cpu_features_text, fast_bf16, load_backbone
+from extract_features.device import cpu_features, cpu_features_text, fast_bf16
+from extract_features.extractor import FeatureExtractor
+from extract_features.loader import load_backbone
 from extract_features.preprocess import PreprocessSettings
 from tests.test_agent import make_checkpoint
 

@@ -78,6 +78,7 @@ def test_resizes_capture_to_profile_and_sets_stuck_padding(tmp_path):
 RECORD_FOREVER = textwrap.dedent("""
     import sys, numpy as np
     from pathlib import Path
+    from data.atomic import write_text
     from data.key_input import KeyState
     from data.profiles import load_profile
     from data.recorder import Recorder, RecorderSettings
@@ -90,9 +91,7 @@ RECORD_FOREVER = textwrap.dedent("""
             frame = base.copy()
             frame[0, :4, 0] = np.frombuffer(np.uint32(self.i).tobytes(), np.uint8)  # frame number
             self.i += 1
-            tmp = progress.with_suffix('.tmp')
-            tmp.write_text(str(self.i))
-            tmp.replace(progress)  # atomic: the test never reads a half-written count
+            write_text(progress, str(self.i))  # atomic: the test never reads a half-written count
             return frame
 
     class Keys:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cache.sampler import SamplerSettings, SequenceSampler
-from tools.bench_data import whole_episodes, write_recordings, write_token_cache
+from tools.bench.data import whole_episodes, write_recordings, write_token_cache
 
 
 def sampler_after_an_epoch(tmp_path, frames: int, mode: str) -> SequenceSampler:

@@ -181,8 +181,8 @@ CASES = {
     "ablate_drive --tracks 0": ("tools.ablate_drive", "--demo {w}/demo --out {w}/ad --tracks 0",
                                 "--tracks 0: must be at least 1", None),
     "ablate_drive --steps 0": ("tools.ablate_drive", "--demo {w}/demo --out {w}/ad --steps 0", "--steps 0: must be", None),
-    "bench --threads 0": ("tools.bench", "--out {w}/bench --threads 0", "--threads 0", None),
-    "bench --p3-gb 0": ("tools.bench", "--out {w}/bench --p3-gb 0", "--p3-gb 0.0", None),
+    "bench --threads 0": ("tools.bench.suite", "--out {w}/bench --threads 0", "--threads 0", None),
+    "bench --p3-gb 0": ("tools.bench.suite", "--out {w}/bench --p3-gb 0", "--p3-gb 0.0", None),
     "inspect --frames 0": (I, "{w}/rec --montage {w}/m.png --frames 0", "--frames 0: must be at least 1", None),
     # damaged recordings (refused with --strict; skipped with a warning otherwise: tests/test_faults.py) and caches
     "features: deleted frame chunk": (F, FEATURES + " --strict", "a.zarr: frames chunk c/1/0/0/0 is missing",
@@ -242,7 +242,7 @@ CASES = {
                                       "--out {w}/f: is a file", file_at("f")),
     "record --out is a file": ("tools.record", "--out {w}/f", "--out {w}/f: is a file", file_at("f")),
     "demo --out is a file": ("tools.demo", "--out {w}/f", "--out {w}/f: is a file", file_at("f")),
-    "bench --out is a file": ("tools.bench", "--out {w}/f --skip backbone,stage1,p1,p3,p4,cache_bytes",
+    "bench --out is a file": ("tools.bench.suite", "--out {w}/f --skip backbone,stage1,p1,p3,p4,cache_bytes",
                               "--out {w}/f: is a file", file_at("f")),
     "features --cache is a file": (F, FEATURES.replace("new-cache", "f"), "--cache {w}/f: is a file", file_at("f")),
     "ablate --out is a file": ("train_head.ablate", "--cache {w}/cache --out {w}/f --steps 2", "--out {w}/f: is a file",
@@ -292,5 +292,5 @@ def test_one_line_error_and_nothing_written(case, tmp_path, ckpt, monkeypatch, c
 def test_the_table_covers_every_command_and_class():
     modules = {module for module, *_ in CASES.values()}
     assert modules == {"extract_features", "train_head", "train_head.ablate", "drive", "tools.replay", "tools.inspect",
-                       "tools.import_legacy", "tools.record", "tools.demo", "tools.bench", "tools.ablate_drive"}
+                       "tools.import_legacy", "tools.record", "tools.demo", "tools.bench.suite", "tools.ablate_drive"}
     assert len(CASES) >= 40

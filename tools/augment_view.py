@@ -3,12 +3,12 @@
 Each tile is labelled with the keys before -> after the variant, so a user sees what the model will see.
 Used by `python -m tools.inspect DIR --augment out.png`.
 """
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from data.atomic import write_image
 from data.augment import apply_variant
 from data.augment_ops import warp_rows
 from data.episode import Episode
@@ -60,7 +60,7 @@ def write_augment_grid(episode_path: str | Path, profile: GameProfile, out_png: 
         tiles = [_tile(out[i], f"{variant.name}  #{rows[i]}", f"{keys_text(keys[i])} -> {keys_text(new_keys[i])}")
                  for i in range(len(rows))]
         grid.append(np.hstack(tiles))
-    _write_png(out_png, np.vstack(grid))
+    write_image(out_png, np.vstack(grid))
     return out_png
 
 
@@ -82,13 +82,3 @@ def _tile(frame: np.ndarray, top: str, bottom: str) -> np.ndarray:
     return tile
 
 
-def _write_png(path: Path, rgb: np.ndarray) -> None:
-    """Written beside the target and renamed into place: a failure leaves no half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    try:
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-            raise UserError(f"{path}: could not write the image; check the directory is writable")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

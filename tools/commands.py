@@ -15,7 +15,7 @@ MODULES = {  # console command -> the module whose main() it runs
     "gta-ablate-drive": "tools.ablate_drive",
     "gta-drive": "drive.__main__",
     "gta-replay": "tools.replay",
-    "gta-bench": "tools.bench",
+    "gta-bench": "tools.bench.suite",
     "gta-demo": "tools.demo",
 }
 

@@ -4,12 +4,12 @@
     python -m tools.inspect runs/recordings --montage montage.png
 """
 import argparse
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from data.atomic import write_image
 from data.episode import Episode
 from data.errors import UserError, require, run_cli
 from data.index import EpisodeInfo, index_episodes
@@ -59,14 +59,7 @@ def write_montage(episodes: list[EpisodeInfo], out: Path, count: int = 16, colum
     tiles = [cv2.resize(t, (w, h)) for t in tiles]  # episodes of different sizes share one grid
     tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % columns)
     rows = [np.hstack(tiles[r:r + columns]) for r in range(0, len(tiles), columns)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.partial{out.suffix}")
-    try:
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR)):
-            raise UserError(f"--montage {out}: could not be written (disk full or not writable?)")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_image(out, np.vstack(rows), name=f"--montage {out}")
 
 
 def _label(img: np.ndarray, text: str) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cache.reduce import Reduction
+from data.atomic import write_json, write_text
 from data.errors import run_cli
 from data.split import SplitSettings
 from extract_features.estimate import bytes_per_frame
@@ -66,13 +67,12 @@ def run(s: MeasureSettings) -> str:
                 t = train_settings(demo, cache, run_dir, s.steps)
                 t = replace(t, seed=seed, sampler=replace(t.sampler, seed=seed), eval_every=s.eval_every,
                             split=SplitSettings(val_fraction=s.val_fraction), quiet=True)
-                result.parent.mkdir(parents=True, exist_ok=True)
-                result.write_text(json.dumps(train(t), default=float))
+                write_json(result, train(t), default=float)
             losses.append(json.loads(result.read_text())["val_bce"])
         rows.append((name, reduction, losses))
         print(f"{name}: val BCE {', '.join(f'{v:.4f}' for v in losses)}", flush=True)
     report = format_report(s, weights, rows)
-    (s.out / "results.md").write_text(report)
+    write_text(s.out / "results.md", report)
     print(report)
     return report
 

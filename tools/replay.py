@@ -11,11 +11,11 @@ head was trained to predict: the first frame at or after the checkpoint's label 
 """
 import argparse
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
+from data.atomic import save_figure
 from data.episode import Episode
 from data.errors import UserError, run_cli
 from data.labels import KEYS
@@ -84,14 +84,10 @@ def plot_timeline(path: Path, t: np.ndarray, probs: np.ndarray, labels: np.ndarr
     axes[-1].set_xlabel("seconds" + (" (grey: stuck padding)" if pad_frames else ""))
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.png")
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        save_figure(path, fig, dpi=100)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
 
 
 def replay(agent: Agent, episode: Episode, out: Path, timeline: Path | None = None, batch_size: int = 32,

@@ -6,13 +6,13 @@ Each row changes one thing from the default head (the seed's: LSTM over 3 patch-
 the label shifted by the loop's latency). Writes OUT/ablation.md, OUT/ablation.png and OUT/results.json.
 """
 import argparse
-import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from data.atomic import save_figure, write_json, write_text
 from data.errors import UserError, disk_faults, run_cli
 from train_head.train import TrainSettings, train
 
@@ -110,7 +110,7 @@ def plot(rows: list[dict], out_png: Path, keys=(("val BCE", "val_bce"), ("exact 
         ax.set_title(title)
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
+    save_figure(out_png, fig, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -130,8 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     with disk_faults(args.out, kept="every trained run is kept in its folder"):
         args.out.mkdir(parents=True, exist_ok=True)
         table = markdown_table(rows)
-        (args.out / "ablation.md").write_text(f"{table}\n\nsteps {args.steps}, seeds {args.seeds}, cache {args.cache}\n")
-        (args.out / "results.json").write_text(json.dumps(rows, indent=1, default=str))
+        write_text(args.out / "ablation.md", f"{table}\n\nsteps {args.steps}, seeds {args.seeds}, cache {args.cache}\n")
+        write_json(args.out / "results.json", rows, indent=1, default=str)
         plot(rows, args.out / "ablation.png")
     print(table)
     print(f"\nwritten: {args.out / 'ablation.md'}, {args.out / 'ablation.png'}")

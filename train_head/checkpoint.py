@@ -9,12 +9,12 @@ A checkpoint is a dict:
     ...                      anything else passed to save_checkpoint (step, optimizer state, PCA, ...)
 """
 import dataclasses
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from data.atomic import save_torch
 from data.errors import UserError
 
 FORMAT = "gta-drive-head"
@@ -53,17 +53,7 @@ def save_checkpoint(path: str | Path, model_state: dict, settings: dict, fingerp
         raise TypeError(f"extra checkpoint entries {sorted(clash)} clash with reserved keys")
     payload = to_plain({"format": FORMAT, "format_version": FORMAT_VERSION, "model": dict(model_state),
                         "settings": settings, "fingerprint": str(fingerprint), **extra})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return save_torch(path, payload)
 
 
 def load_checkpoint(path: str | Path, expected_fingerprint: str | None = None,

@@ -6,7 +6,6 @@ Keys of a metrics record (one JSON object per line of metrics.jsonl; nan is writ
 """
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score, f1_score
 
+from data.atomic import save_figure, write_jsonl
 from data.errors import UserError
 from data.labels import KEYS
 
@@ -91,9 +91,7 @@ class MetricsLog:
         kept = []
         if resume_step is not None and self.path.exists():
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, self.path)
+        write_jsonl(self.path, kept)
         self._file = open(self.path, "a")
 
     def log(self, step: int, **values) -> dict:
@@ -145,12 +143,4 @@ def plot_curves(jsonl: str | Path, out_png: str | Path) -> Path:
         ap.legend()
     for ax in (loss, match, ap):
         ax.grid(alpha=0.3)
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.stem}.{os.getpid()}.tmp.png")
-    try:
-        fig.savefig(tmp)
-        os.replace(tmp, out_png)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out_png
+    return save_figure(out_png, fig)

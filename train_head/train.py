@@ -19,7 +19,7 @@ from data.episode import Episode
 from data.errors import UserError, disk_faults, require
 from data.index import episode_info
 from data.split import Split, SplitSettings, split_episodes
-from extract_features.backbone import pick_device
+from extract_features.device import pick_device
 from train_head.checkpoint import load_checkpoint, save_checkpoint
 from train_head.contract import ControllerSettings, DriveContract
 from train_head.heads import HeadSettings, build_head

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from data.atomic import write_json, write_text
 from data.errors import UserError
 from drive.carracing.evaluate import evaluate_agent, evaluate_expert
-from extract_features.backbone import RAW_PATCHES
+from extract_features.models import RAW_PATCHES
 from drive.carracing.demo import DemoSettings, backbone_label, features, held_out, learn, train_settings
 from train_head.ablate import Variation, default_grid, markdown_table, plot, run_grid, slug
 
@@ -47,10 +48,7 @@ def kept_row(out: Path, name: str, settings: dict, make, log=lambda what: None) 
         log(f"kept from an earlier run: {name}")
         return kept["row"]
     row = make()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"settings": settings, "row": row}, indent=1, default=str))
-    tmp.replace(path)
+    write_json(path, {"settings": settings, "row": row}, indent=1, default=str)
     return row
 
 
@@ -110,8 +108,8 @@ def run_ablation(s: DemoSettings, out: Path, seeds: list[int]) -> str:
             f"{s.steps} steps; training seeds {seeds}; closed loop on tracks {tracks[0]}-{tracks[-1]} at a fixed "
             f"latency of {s.latency} s; ± is the std over every (training seed, track) pair. "
             f"wall time {time.perf_counter() - start:.0f} s")
-    (out / "ablation.md").write_text(f"{table}\n\n{note}\n")
-    (out / "results.json").write_text(json.dumps(rows, indent=1, default=str))
+    write_text(out / "ablation.md", f"{table}\n\n{note}\n")
+    write_json(out / "results.json", rows, indent=1, default=str)
     plot(rows, out / "ablation.png", keys=(("val BCE", "val_bce"), ("closed-loop reward", "reward"),
                                                  ("tiles %", "tiles")))
     return table + "\n\n" + note

@@ -1,9 +1,9 @@
 """The embedded CarRacing game behind python -m drive (--game carracing / carracing_hood): a single
 track, or --eval on held-out tracks next to the expert."""
 import argparse
-import os
 from pathlib import Path
 
+from data.atomic import write_text
 from data.errors import UserError, require
 from data.paths import check_writable
 from data.profiles import load_profile
@@ -105,14 +105,8 @@ def run_eval(agent: Agent, controller: ControllerSettings, seeds: list[int], gam
     if args.video:
         print(f"video: {args.video}")
     if args.table:
-        write_text_atomic(args.table, table)
+        write_text(args.table, table)
         print(f"table: {args.table}")
 
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 

@@ -15,7 +15,6 @@ drives the held-out tracks at a fixed latency. Writes OUT/results.md (table and 
 confirmed when it exceeds twice its standard error over training seeds) and OUT/results.json. Every step
 is skipped when its output is there, so an interrupted run continues.
 """
-import json
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data.atomic import write_json, write_text
 from data.episode import Episode
 from data.errors import UserError
 from drive.carracing.game import GameSettings
@@ -172,8 +172,8 @@ def run(s: CompareSettings) -> str:
     expert = evaluate_expert(tracks, latency=s.demo.latency, game_settings=game)
     report = table(s, rows, float(np.mean([r.reward for r in expert])), tracks, weights, time.perf_counter() - start)
     s.demo.out.mkdir(parents=True, exist_ok=True)
-    (s.demo.out / "results.md").write_text(report)
-    (s.demo.out / "results.json").write_text(json.dumps(rows, indent=1))
+    write_text(s.demo.out / "results.md", report)
+    write_json(s.demo.out / "results.json", rows, indent=1)
     print(report)
     return report
 

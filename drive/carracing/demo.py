@@ -26,6 +26,7 @@ import torch
 
 from cache.reduce import Reduction
 from cache.sampler import SamplerSettings
+from data.atomic import write_text
 from data.episode import Episode
 from data.errors import UserError, require
 from data.profiles import load_profile
@@ -34,8 +35,8 @@ from drive.carracing.game import GameSettings
 from drive.carracing.evaluate import evaluate_agent, evaluate_expert, format_table
 from drive.carracing.dagger import record_dagger
 from drive.carracing.expert_recording import RecordSettings, episode_prefix, record_expert
-from extract_features.backbone import (RAW_PATCHES, backbone_config, cpu_features_text, cpu_model, fast_bf16,
-                                       pick_device, precision_name)
+from extract_features.device import cpu_features_text, cpu_model, fast_bf16, pick_device, precision_name
+from extract_features.models import RAW_PATCHES, backbone_config
 from extract_features.pipeline import ExtractSettings, extract
 from extract_features.weights import hub_cache_path, official_url
 from train_head.heads import HeadSettings
@@ -257,7 +258,7 @@ def run(s: DemoSettings) -> str:
               f"{s.latency} s (fixed, reproducible); proportional steering and gas\n\n{table}\n"
               f"wall time {time.perf_counter() - start:.0f} s on {machine}\n\n"
               f"Where the time went (steps already done by an earlier run take ~0 s):\n\n{times.table()}\n")
-    (s.out / "results.md").write_text(report)
+    write_text(s.out / "results.md", report)
     log(f"done: {s.out / 'results.md'}, {s.out / 'drive.mp4'}, {ckpt.parent / 'curves.png'}")
     print("\n" + table + "\n\n" + times.table())
     return report

@@ -4,9 +4,9 @@ Used by the recorder (tools/record.py) and by the live loop, so both see the sam
 """
 from typing import Callable
 
-import cv2
 import numpy as np
 
+from data.atomic import write_image
 from data.errors import UserError
 from data.profiles import to_frame_size
 from data.screen import Region
@@ -63,8 +63,7 @@ class WindowCapture:
         frame = self.screen.grab()
         frame = to_frame_size(frame, self.frame_size)  # as the recorder stores frames
         if self.frames == 0 and self.first_frame_path is not None:
-            self.first_frame_path.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(self.first_frame_path), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            write_image(self.first_frame_path, frame)
             self.log(f"first frame the agent sees ({frame.shape[1]}x{frame.shape[0]}): {self.first_frame_path}")
         self.frames += 1
         return frame

@@ -11,11 +11,14 @@ import torch
 from cache.reduce import Reduction
 from data.episode import Episode
 from data.profiles import load_profile
-from extract_features.backbone import FeatureExtractor, backbone_config, load_backbone, precision_name, preprocess_settings
+from extract_features.device import precision_name
+from extract_features.extractor import FeatureExtractor
+from extract_features.loader import load_backbone
+from extract_features.models import backbone_config, preprocess_settings
 from extract_features.pipeline import ExtractSettings, extract
 from extract_features.preprocess import patch_grid
-from tools.bench_data import array_bytes, write_recordings
-from tools.bench_machine import synchronizer
+from tools.bench.data import array_bytes, write_recordings
+from tools.bench.machine import synchronizer
 
 PROFILE = "gta5"  # 180x240 frames, 13x18 patches: the seed's geometry
 FPS = 80.0
@@ -71,7 +74,7 @@ def stage1_efficiency(s: Stage1Bench, device: torch.device, work: Path, log=prin
         shutil.rmtree(cache)
         run_start = [t for t, message in stamps if "frames to extract" in message]
         if not run_start:
-            raise RuntimeError("extract() no longer logs its 'frames to extract' line; update tools/bench_extract.py")
+            raise RuntimeError("extract() no longer logs its 'frames to extract' line; update tools/bench/extract.py")
         return end - run_start[-1], end - start
 
     extractor(frames[:s.batch])  # warm-up: kernels and memory for this batch shape

@@ -33,13 +33,14 @@ from cache.sampler import SequenceSampler
 from cache.store import FeatureCache
 from data.errors import UserError
 from data.profiles import load_profile
-from extract_features.backbone import backbone_config, fast_bf16, precision_name
+from extract_features.device import fast_bf16, precision_name
+from extract_features.models import backbone_config
 from extract_features.estimate import profile_reduction
 from extract_features.pipeline import ExtractSettings
 from extract_features.preprocess import PreprocessSettings, patch_grid
-from tools.bench_data import whole_episodes, write_recordings, write_token_cache
-from tools.bench_machine import drop_page_cache, synchronizer
-from tools.bench_read import plain_read
+from tools.bench.data import whole_episodes, write_recordings, write_token_cache
+from tools.bench.machine import drop_page_cache, synchronizer
+from tools.bench.read import plain_read
 from train_head.heads import build_head
 from train_head.optim import make_optimizer
 from train_head.train import TrainSettings, train_step
@@ -162,9 +163,9 @@ def patch_files(cache: Path) -> list[Path]:
 
 def run_child(cache: Path, device: torch.device, max_steps: int | None) -> dict:
     """The training epoch in a fresh process: its peak resident memory is the training's alone."""
-    cmd = [sys.executable, "-m", "tools.bench_scale", str(cache), str(device), str(max_steps or 0),
+    cmd = [sys.executable, "-m", "tools.bench.scale", str(cache), str(device), str(max_steps or 0),
            str(torch.get_num_threads())]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),
                                                                       os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode:

@@ -1,10 +1,10 @@
 """The backbone's CPU fp32 path against faster options, interleaved in one process: ms/frame and how far
 each option's tokens move from fp32 eager. Measures what a CPU without fast bf16 could gain.
 
-    python -m tools.bench_cpu_paths [--backbone dinov2_vits14] [--size 112x168] [--rounds 5] [--compile]
+    python -m tools.bench.cpu_paths [--backbone dinov2_vits14] [--size 112x168] [--rounds 5] [--compile]
 
 An AVX2-only CPU can be emulated on a newer one (kernels only; caches and clocks stay the machine's):
-    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 python -m tools.bench_cpu_paths
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 python -m tools.bench.cpu_paths
 Options: dynamic int8 of every Linear (torch.ao quantize_dynamic, fbgemm and x86 engines), torch.compile,
 and a smaller geometry (frames resized to 3/4 of each side: fewer patches, other tokens).
 """
@@ -17,7 +17,9 @@ import numpy as np
 import torch
 
 from data.errors import UserError, run_cli
-from extract_features.backbone import cpu_features, load_backbone, relative_error
+from extract_features.device import cpu_features
+from extract_features.loader import load_backbone
+from tools.bench.backbone import relative_error
 from extract_features.preprocess import PreprocessSettings, preprocess
 
 
@@ -84,7 +86,7 @@ def compare(backbone: str, size: tuple[int, int], batches: tuple[int, ...], roun
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m tools.bench_cpu_paths", description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(prog="python -m tools.bench.cpu_paths", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
     p.add_argument("--backbone", default="dinov2_vits14", help="backbone, random weights (default: %(default)s)")
     p.add_argument("--size", default="112x168", help="frame HxW in pixels (default: %(default)s, the demo's)")

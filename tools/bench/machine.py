@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import zarr
 
-from extract_features.backbone import cpu_features, cpu_model, fast_bf16, precision_name
+from extract_features.device import cpu_features, cpu_model, fast_bf16, precision_name
 
 
 def synchronizer(device: torch.device) -> Callable[[], None]:
@@ -18,7 +18,6 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
     if device.type == "cuda":
         return lambda: torch.cuda.synchronize(device)
     return lambda: None
-
 
 
 def describe(device: torch.device, command: str) -> dict:

@@ -1,6 +1,6 @@
 """The GPU figures in one run, sized for a few minutes on an H100/H200, with the GPU named in the results:
 
-    timeout 480 python -m tools.bench_gpu --out bench/gpu      # --budget-s 400 by default
+    timeout 480 python -m tools.bench.gpu --out bench/gpu      # --budget-s 400 by default
 
 Backbone frames/s for ViT-S/14 and B/14 in bf16 (eager and torch.compile), stage 1 end to end with B/14
 at 252x182 (goal ≥ 4000 frames/s), P1 with B/14 (goal ≥ 50×), P3 with the gathering on the GPU, the live
@@ -21,16 +21,19 @@ import numpy as np
 import torch
 
 from data.errors import UserError, run_cli
-from extract_features.backbone import FeatureExtractor, load_backbone, pick_device, time_ms_per_frame
+from extract_features.device import pick_device
+from extract_features.extractor import FeatureExtractor
+from extract_features.loader import load_backbone
+from tools.bench.backbone import time_ms_per_frame
 from extract_features.preprocess import PreprocessSettings
-from tools.bench_backbone import BackboneBench, backbone_speed
-from tools.bench_drive import DriveBench, decision_speedup
-from tools.bench_extract import Stage1Bench, stage1_efficiency
-from tools.bench_machine import describe, load_average
-from tools.bench_read import ReadBench, sampler_read_efficiency
-from tools.bench_report import write_results
-from tools.bench_scale import ScaleBench, scale_figures
-from tools.bench_train import TrainBench, training_speedup
+from tools.bench.backbone import BackboneBench, backbone_speed
+from tools.bench.drive import DriveBench, decision_speedup
+from tools.bench.extract import Stage1Bench, stage1_efficiency
+from tools.bench.machine import describe, load_average
+from tools.bench.read import ReadBench, sampler_read_efficiency
+from tools.bench.report import write_results
+from tools.bench.scale import ScaleBench, scale_figures
+from tools.bench.train import TrainBench, training_speedup
 
 GOALS = {"stage1_frames_per_s": 4000.0, "p1_speedup": 50.0, "latency_p50_ms": 20.0}
 
@@ -141,7 +144,7 @@ def write(out: Path, machine: dict, figures: dict, problems: list[str], toy: boo
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m tools.bench_gpu", description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(prog="python -m tools.bench.gpu", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
     p.add_argument("--out", type=Path, default=Path("bench/gpu"), help="folder for results.md / results.json "
                                                                       "(default: bench/gpu)")
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
                         f"(this one: {torch.__version__}); --toy tries it at tiny size on a CPU")
     device = pick_device(args.device)
     names = {"main": "vit_tiny_test", "small": "vit_tiny_test_reg"} if args.toy else {}
-    command = " ".join(["python -m tools.bench_gpu", *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join(["python -m tools.bench.gpu", *(sys.argv[1:] if argv is None else argv)])
     run_suite(args.out, device, args.budget_s, args.toy, command, **names)
 
 

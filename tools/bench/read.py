@@ -23,10 +23,10 @@ import torch
 
 from cache.sampler import SamplerSettings, SequenceSampler
 from data.profiles import load_profile
-from extract_features.backbone import backbone_config, preprocess_settings
+from extract_features.models import backbone_config, preprocess_settings
 from extract_features.preprocess import patch_grid
-from tools.bench_data import whole_episodes, write_recordings, write_token_cache
-from tools.bench_machine import drop_page_cache, synchronizer
+from tools.bench.data import whole_episodes, write_recordings, write_token_cache
+from tools.bench.machine import drop_page_cache, synchronizer
 
 PROFILE = "gta5"
 FPS = 80.0

@@ -17,10 +17,13 @@ from drive.agent import Agent
 from drive.controller import ControllerSettings
 from drive.keys import KeyScheduler, RecordingSink
 from drive.loop import DriveParts, LoopSettings, drive
-from extract_features.backbone import FeatureExtractor, backbone_config, load_backbone, precision_name, preprocess_settings
+from extract_features.device import precision_name
+from extract_features.extractor import FeatureExtractor
+from extract_features.loader import load_backbone
+from extract_features.models import backbone_config, preprocess_settings
 from extract_features.preprocess import patch_grid
-from tools.bench_data import scene_frames
-from tools.bench_machine import synchronizer
+from tools.bench.data import scene_frames
+from tools.bench.machine import synchronizer
 from train_head.contract import DriveContract
 from train_head.heads import HeadSettings, build_head
 

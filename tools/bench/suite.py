@@ -20,18 +20,18 @@ from pathlib import Path
 
 import torch
 
-from data.errors import UserError, disk_faults, run_cli
-from extract_features.backbone import backbone_config
-from tools.bench_backbone import BackboneBench, backbone_speed
-from tools.bench_drive import DriveBench, decision_speedup
-from tools.bench_keys import KeyReleaseBench, release_timing
-from tools.bench_extract import CacheBytesBench, Stage1Bench, cache_bytes_per_frame, stage1_efficiency
-from extract_features.backbone import pick_device
-from tools.bench_machine import describe, load_average
-from tools.bench_read import ReadBench, sampler_read_efficiency
-from tools.bench_report import precision_line, write_results
-from tools.bench_scale import ScaleBench, default_geometry, scale_figures, size_bytes
-from tools.bench_train import TrainBench, training_speedup
+from data.errors import UserError, disk_faults
+from extract_features.models import backbone_config
+from tools.bench.backbone import BackboneBench, backbone_speed
+from tools.bench.drive import DriveBench, decision_speedup
+from tools.bench.keys import KeyReleaseBench, release_timing
+from tools.bench.extract import CacheBytesBench, Stage1Bench, cache_bytes_per_frame, stage1_efficiency
+from extract_features.device import pick_device
+from tools.bench.machine import describe, load_average
+from tools.bench.read import ReadBench, sampler_read_efficiency
+from tools.bench.report import precision_line, write_results
+from tools.bench.scale import ScaleBench, default_geometry, scale_figures, size_bytes
+from tools.bench.train import TrainBench, training_speedup
 
 FIGURES = {  # name → what it measures, in the order they run
     "backbone": "backbone ms/frame, fp32 and bf16",
@@ -204,7 +204,3 @@ def main(argv: list[str] | None = None) -> None:
         size_bytes(size, geometry)  # refuses a bad size before anything runs
     with disk_faults(args.out, kept="its temporary inputs are deleted; free space or pass another --out"):
         run_bench(settings)
-
-
-if __name__ == "__main__":
-    run_cli(main)

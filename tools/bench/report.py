@@ -1,7 +1,7 @@
 """bench/results.json and bench/results.md from the figures of one run, written atomically."""
-import json
-import os
 from pathlib import Path
+
+from data.atomic import write_json, write_text
 
 
 def _goal_rows(figures: dict, quick: bool) -> list[str]:
@@ -121,15 +121,9 @@ def scale_lines(f: dict) -> list[str]:
     return lines
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_results(out: Path, results: dict, extra_lines: list[str] = ()) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "results.json", out / "results.md"
-    _write_atomic(json_path, json.dumps(results, indent=2) + "\n")
-    _write_atomic(md_path, markdown(results) + "".join(line + "\n" for line in extra_lines))
+    write_json(json_path, results, indent=2)
+    write_text(md_path, markdown(results) + "".join(line + "\n" for line in extra_lines))
     return json_path, md_path

@@ -17,10 +17,13 @@ import torch
 from cache.sampler import SamplerSettings, SequenceSampler
 from data.episode import Episode
 from data.profiles import load_profile
-from extract_features.backbone import FeatureExtractor, backbone_config, fast_bf16, load_backbone, precision_name, preprocess_settings
+from extract_features.device import fast_bf16, precision_name
+from extract_features.extractor import FeatureExtractor
+from extract_features.loader import load_backbone
+from extract_features.models import backbone_config, preprocess_settings
 from extract_features.preprocess import patch_grid
-from tools.bench_data import whole_episodes, write_recordings, write_token_cache
-from tools.bench_machine import synchronizer
+from tools.bench.data import whole_episodes, write_recordings, write_token_cache
+from tools.bench.machine import synchronizer
 from train_head.heads import HeadSettings, build_head
 from train_head.optim import OptimSettings, make_optimizer
 from train_head.train import train_step
