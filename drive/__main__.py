@@ -206,7 +206,9 @@ def run_eval(agent: Agent, controller: ControllerSettings, seeds: list[int], gam
     if args.video:
         print(f"video: {args.video}")
     if args.table:
-        write_text_atomic(args.table, table)
+        random = agent.extractor.backbone.is_random  # named in the file too, not only on the console
+        write_text_atomic(args.table, table + (f"\n\nnote: the backbone has {agent.extractor.backbone.weights_label}\n"
+                                               if random else ""))
         print(f"table: {args.table}")
 
 

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "ablation.md").write_text(f"{table}\n\n{note}\n")
     (args.out / "results.json").write_text(json.dumps(rows, indent=1, default=str))
     plot(rows, args.out / "ablation.png", keys=(("val BCE", "val_bce"), ("closed-loop reward", "reward"),
-                                                 ("tiles %", "tiles")))
+                                                 ("tiles %", "tiles")), title=f"backbone: {backbone_label(s.backbone, weights)}")
     print(table + "\n\n" + note)
 
 

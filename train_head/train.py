@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from cache.sampler import SamplerSettings, SequenceSampler
-from cache.store import FeatureCache
+from cache.store import FeatureCache, random_backbone_note
 from data.episode import Episode
 from data.errors import UserError, disk_faults, require
 from data.index import episode_info
@@ -163,7 +163,8 @@ def _train(s: TrainSettings) -> dict:
         for name in (*RUN_FILES, "curves.png"):
             (s.out_dir / name).unlink(missing_ok=True)
     s.out_dir.mkdir(parents=True, exist_ok=True)
-    log = MetricsLog(s.out_dir / "metrics.jsonl", resume_step=step if s.resume else None) if rank == 0 else None
+    log = (MetricsLog(s.out_dir / "metrics.jsonl", resume_step=step if s.resume else None,
+                      note=random_backbone_note(cache.spec)) if rank == 0 else None)
     say(f"training {head_settings.kind}/{head_settings.tokens} head ({sum(p.numel() for p in raw_model.parameters()):,} "
         f"parameters) on {len(train_set)} train / {len(val_set)} val sequences, device {device}")
 
