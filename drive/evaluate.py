@@ -17,6 +17,7 @@ import torch
 
 from data.errors import UserError
 from data.labels import KEYS
+from data.progress import progress
 from drive.agent import Agent, load_agent
 from drive.carracing import STEP_SECONDS, CarRacingGame, GameSettings, RealTimeGame, TrackStats
 from drive.controller import ControllerSettings
@@ -193,7 +194,7 @@ def evaluate_agent(agent: Agent | str | Path, seeds: list[int], latency: float |
     game = CarRacingGame(game_settings)
     runs = []
     try:
-        for i, seed in enumerate(seeds):
+        for i, seed in enumerate(progress(seeds, desc="evaluating", unit="track")):
             if i == 0 and video is not None:
                 with VideoWriter(video, fps=1.0 / (latency or STEP_SECONDS * 5)) as writer:
                     run, _ = run_track(agent, game, seed, controller, settings, video=writer)

@@ -5,14 +5,12 @@ main thread, and a writer thread (cache). Work is committed block by block, so a
 where it stopped and ends with the same bytes as an uninterrupted one.
 """
 import queue
-import sys
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from cache.reduce import Projection, Reduction, reduce_tokens
 from cache.store import LAST, CachedEpisode, CacheSpec, FeatureCache, episode_id, layer_arrays
@@ -21,6 +19,7 @@ from data.episode import Episode
 from data.errors import UserError, disk_faults, require
 from data.index import EpisodeInfo, index_episodes
 from data.paths import check_output_folder
+from data.progress import progress
 from data.profiles import GameProfile, load_profile
 from extract_features.backbone import (RAW_PATCHES, FeatureExtractor, backbone_config, load_backbone, pick_device,
                                        precision_name, preprocess_settings)
@@ -194,17 +193,19 @@ def _fit_pca(episodes: list[EpisodeInfo], extractor, settings: ExtractSettings, 
     picks = np.linspace(0, lengths.sum() - 1, num=min(settings.reduction.pca_frames, int(lengths.sum()))).astype(int)
     starts = np.concatenate([[0], np.cumsum(lengths)])
     frames = []
-    for pick in picks:
+    for pick in progress(picks, desc="PCA: reading frames", unit="frame", enabled=settings.progress):
         i = int(np.searchsorted(starts, pick, side="right") - 1)
         frames.append(Episode(episodes[i].path).frames[int(pick - starts[i])])
     stored = (LAST, *extractor.layers)
     tokens = {layer: [] for layer in stored}
-    for start in range(0, len(frames), settings.batch_size):
-        out = extractor(torch.from_numpy(np.stack(frames[start:start + settings.batch_size])))
-        for layer, patch in zip(stored, (out.patch, *out.layers)):
-            tokens[layer].append(patch.float().cpu().numpy())
+    with progress(total=len(frames), desc="PCA: encoding frames", unit="frame", enabled=settings.progress) as bar:
+        for start in range(0, len(frames), settings.batch_size):
+            out = extractor(torch.from_numpy(np.stack(frames[start:start + settings.batch_size])))
+            for layer, patch in zip(stored, (out.patch, *out.layers)):
+                tokens[layer].append(patch.float().cpu().numpy())
+            bar.update(min(settings.batch_size, len(frames) - start))
     projections = {}
-    for layer in stored:
+    for layer in progress(stored, desc="PCA: fitting", unit="block", enabled=settings.progress):
         x = np.concatenate(tokens[layer])
         projections[layer] = Projection.fit(x, settings.reduction.pca_dim)
         log(f"PCA {x.shape[-1]} -> {settings.reduction.pca_dim} channels "
@@ -291,7 +292,7 @@ def _run(work: list[_Work], profile: GameProfile, extractor, cache: FeatureCache
     threads = [threading.Thread(target=read, daemon=True), threading.Thread(target=write, daemon=True)]
     for t in threads:
         t.start()
-    bar = tqdm(total=total, unit="frame", desc="extracting", disable=not settings.progress, file=sys.stderr)
+    bar = progress(total=total, unit="frame", desc="extracting", enabled=settings.progress)
     try:
         while (job := inbox.get()) is not None:
             item, variant, frames = job

@@ -21,6 +21,7 @@ from data.episode import Episode
 from data.errors import UserError, run_cli
 from data.labels import KEYS
 from data.paths import check_writable
+from data.progress import progress
 from drive.agent import Agent, load_agent
 from drive.controller import decide
 from drive.ring import RingBuffer
@@ -115,7 +116,7 @@ def replay(agent: Agent, episode: Episode, out: Path, timeline: Path | None = No
     scale = max(1, math.ceil(600 / episode.frame_shape[1]))
     fps = episode.fps if episode.fps > 0 else 10.0
 
-    with VideoWriter(out, fps, flag="--out") as video:
+    with VideoWriter(out, fps, flag="--out") as video, progress(total=len(episode), desc="replay", unit="frame") as bar:
         def write(start, frames, probs):
             shares = pressed_shares(probs, t[start:start + len(probs)], agent)
             for j, frame in enumerate(frames):
@@ -123,13 +124,15 @@ def replay(agent: Agent, episode: Episode, out: Path, timeline: Path | None = No
                 lines = (f"{episode.path.name[:40]}", f"frame {i}  t {t[i]:.2f} s",
                          "stuck padding" if i < episode.pad_frames else f"recorded at t+{shift:g} s")
                 video.write(annotate(frame, probs[j], shares[j], labels[i], lines, scale))
+            bar.update(len(frames))
 
         probs = replay_probs(agent, episode, batch_size, on_batch=write)
     scores = agreement(probs[episode.pad_frames:], labels[episode.pad_frames:]) \
         if len(episode) > episode.pad_frames else {}
     if timeline is not None:
         plot_timeline(timeline, t - t[0], probs, labels, episode.pad_frames,
-                      f"{episode.path.name}: {agent.path} (label shift {shift:g} s, stride {agent.stride_s:g} s)")
+                      f"{episode.path.name}: {agent.path} (label shift {shift:g} s, stride {agent.stride_s:g} s)"
+                      + (f"\nbackbone {agent.extractor.backbone.weights_label}" if agent.extractor.backbone.is_random else ""))
     return scores
 
 

@@ -18,6 +18,7 @@ from cache.store import FeatureCache, random_backbone_note
 from data.episode import Episode
 from data.errors import UserError, disk_faults, require
 from data.index import episode_info
+from data.progress import progress, say_above
 from data.split import Split, SplitSettings, split_episodes
 from extract_features.backbone import pick_device
 from train_head.checkpoint import load_checkpoint, save_checkpoint
@@ -182,6 +183,8 @@ def _train(s: TrainSettings) -> dict:
 
     stale, t0, seen = 0, time.perf_counter(), 0
     stream = batches()
+    bar = progress(total=s.optim.max_steps, initial=step, desc="training", unit="step", enabled=not (s.quiet or rank))
+    say = say_above(bar) if not (s.quiet or rank) else say  # the periodic lines print above the bar
     try:
         while step < s.optim.max_steps:
             batch = next(stream)
@@ -189,6 +192,7 @@ def _train(s: TrainSettings) -> dict:
             weights = batch.weights if s.sampler.kind_weights else None
             loss = train_step(model, optimizer, s.optim, step, patch, cls, batch.keys, autocast, pos_weight, weights)
             step += 1
+            bar.update()
             seen += len(batch.keys)
             if log and (step % s.log_every == 0 or step == 1):
                 rate = seen * world / (time.perf_counter() - t0)
@@ -217,6 +221,7 @@ def _train(s: TrainSettings) -> dict:
                     say(f"early stop: no better val loss in {s.patience} evaluations")
                     break
     finally:
+        bar.close()
         if log:
             log.close()
             if log.path.stat().st_size:
