@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from data.errors import UserError, require, run_cli
+from data.flags import Renamed, Seeds
 from data.paths import check_writable
 from data.profiles import load_profile
 from data.screen import Region
@@ -53,11 +54,13 @@ def parser() -> argparse.ArgumentParser:
     gas.add_argument("--threshold-gas", dest="proportional_gas", action="store_const", const=False,
                      help="hold w for the whole interval while p(w) >= --gas-threshold")
     loop = p.add_argument_group("loop")
-    loop.add_argument("--mode", choices=MODES, default="ring",
-                      help="ring: backbone on the newest frame only; recompute: on every sequence frame (the seed's way)")
+    loop.add_argument("--features", "--mode", dest="mode", action=Renamed, choices=MODES, default=LoopSettings.mode,
+                      help="ring: backbone on the newest frame only; recompute: on every sequence frame (the seed's "
+                           "way); --mode is its deprecated old name (default: %(default)s)")
     loop.add_argument("--telemetry", type=Path, help="JSONL file, one line per decision (must not exist)")
-    loop.add_argument("--max-decisions", type=int, default=0, help="stop after this many decisions (0: no limit)")
-    loop.add_argument("--watchdog", type=float, default=0.5, help="release every key after this many seconds "
+    loop.add_argument("--max-decisions", type=int, default=LoopSettings.max_decisions,
+                      help="stop after this many decisions (0: no limit)")
+    loop.add_argument("--watchdog", type=float, default=LoopSettings.watchdog_s, help="release every key after this many seconds "
                       "without a decision (default: %(default)s)")
     cr = p.add_argument_group("carracing")
     cr.add_argument("--latency", type=float,
@@ -69,7 +72,8 @@ def parser() -> argparse.ArgumentParser:
                     "carracing_hood; 0: none); a crash costs reward")
     cr.add_argument("--video", type=Path, help="mp4 of the run (with --eval: of the first track)")
     cr.add_argument("--eval", action="store_true", help="score the agent and the expert on --seeds, print the table")
-    cr.add_argument("--seeds", help=f"held-out track seeds for --eval: A-B or a list (default: {DEFAULT_SEEDS})")
+    cr.add_argument("--seeds", nargs="+", action=Seeds,
+                    help=f"held-out track seeds for --eval: A-B, a list, or both (default: {DEFAULT_SEEDS})")
     cr.add_argument("--table", type=Path, help="also write the --eval table to this markdown file")
     g = p.add_argument_group("gta5")
     g.add_argument("--keys", choices=KEY_OUTPUTS,
@@ -158,7 +162,7 @@ def controller_settings(args, defaults: ControllerSettings) -> ControllerSetting
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     check_args(args)
-    seeds = parse_seeds(args.seeds or DEFAULT_SEEDS) if args.eval else []
+    seeds = (args.seeds or parse_seeds(DEFAULT_SEEDS)) if args.eval else []
     agent = load_agent(args.ckpt, args.weights, args.device)
     controller = controller_settings(args, agent.controller())
     if args.game == "gta5":

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from data.errors import UserError
+from data.flags import parse_seeds  # noqa: F401 (drive --seeds; one seeds syntax for every CLI)
 from data.labels import KEYS
 from data.progress import progress
 from drive.agent import Agent, load_agent
@@ -46,20 +47,6 @@ class TrackSettings:
     mode: str = "ring"  # the loop's mode: ring or recompute
     watchdog_s: float = 0.5
     max_decisions: int = 0  # 0: until the game ends (lap finished or its step limit)
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'1000-1009' (inclusive) or '3,7,9' or a mix: '1-3,8'."""
-    seeds = []
-    try:
-        for part in text.split(","):
-            first, _, last = part.strip().partition("-")
-            seeds += list(range(int(first), int(last) + 1)) if last else [int(first)]
-    except ValueError:
-        raise UserError(f"--seeds {text!r}: expected A-B or a comma-separated list, e.g. 1000-1009") from None
-    if not seeds:
-        raise UserError(f"--seeds {text!r}: names no track (is A greater than B?)")
-    return seeds
 
 
 class GameKeys:

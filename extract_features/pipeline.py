@@ -143,7 +143,7 @@ def check_layers(layers: tuple[int, ...], backbone: str) -> tuple[int, ...]:
 
 def _profile(settings: ExtractSettings, episodes: list[EpisodeInfo], log) -> tuple[GameProfile, list[EpisodeInfo]]:
     """The game profile, and the episodes whose frames have its size: the others are skipped with a
-    warning (refused with settings.strict); none of that size is a wrong --profile."""
+    warning (refused with settings.strict); none of that size is a wrong --game."""
     names = {e.profile for e in episodes if e.profile}
     if settings.profile is None and len(names) > 1:
         raise UserError(f"recordings mix game profiles {sorted(names)}; extract them into separate caches")
@@ -152,7 +152,7 @@ def _profile(settings: ExtractSettings, episodes: list[EpisodeInfo], log) -> tup
     fitting = [e for e in episodes if shapes[e.path] == profile.frame_shape]
     if not fitting or (settings.strict and len(fitting) < len(episodes)):
         raise UserError(f"recordings have frames {sorted(set(shapes.values()))}, profile {profile.name} stores "
-                        f"{profile.frame_shape}; pass the right --profile")
+                        f"{profile.frame_shape}; pass the right --game")
     for e in episodes:
         if shapes[e.path] != profile.frame_shape:
             log(f"warning: skipping {e.path}: frames {shapes[e.path]}, not the {profile.frame_shape} of profile "

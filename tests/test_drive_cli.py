@@ -37,7 +37,7 @@ def test_one_backbone_call_per_decision_through_the_cli(ckpt, mode, tmp_path, mo
     calls = []
     forward = DinoV2.forward
     monkeypatch.setattr(DinoV2, "forward", lambda self, x, **kw: calls.append(len(x)) or forward(self, x, **kw))
-    main(["--ckpt", str(ckpt), "--latency", "0.1", "--max-steps", "100", "--mode", mode, "--max-steer", "0.2",
+    main(["--ckpt", str(ckpt), "--latency", "0.1", "--max-steps", "100", "--features", mode, "--max-steer", "0.2",
           "--telemetry", str(tmp_path / "t.jsonl")])
     records = read_jsonl(tmp_path / "t.jsonl")
     decisions = [r for r in records if r["event"] == "decision"]

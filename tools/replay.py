@@ -1,8 +1,8 @@
 """Run a checkpoint over a recorded episode offline: a video with the predicted and recorded keys on each
 frame, and a timeline of p(w, a, s, d) against the recorded keys.
 
-    python -m tools.replay --ckpt runs/train/best.pt runs/recordings/expert-seed0-000-regular.zarr --out replay.mp4
-    python -m tools.replay --ckpt runs/train/best.pt EPISODE --out replay.mp4 --timeline replay.png
+    python -m tools.replay --ckpt runs/train/best.pt runs/recordings/expert-seed0-000-regular.zarr --video replay.mp4
+    python -m tools.replay --ckpt runs/train/best.pt EPISODE --video replay.mp4 --timeline replay.png
 
 Features are made per frame as the live loop makes them (the checkpoint's backbone, preprocessing and
 reduction), and each frame's sequence is picked from the frames before it by their timestamps at the
@@ -19,6 +19,7 @@ import torch
 
 from data.episode import Episode
 from data.errors import UserError, run_cli
+from data.flags import Renamed
 from data.labels import KEYS
 from data.paths import check_writable
 from data.progress import progress
@@ -116,7 +117,7 @@ def replay(agent: Agent, episode: Episode, out: Path, timeline: Path | None = No
     scale = max(1, math.ceil(600 / episode.frame_shape[1]))
     fps = episode.fps if episode.fps > 0 else 10.0
 
-    with VideoWriter(out, fps, flag="--out") as video, progress(total=len(episode), desc="replay", unit="frame") as bar:
+    with VideoWriter(out, fps, flag="--video") as video, progress(total=len(episode), desc="replay", unit="frame") as bar:
         def write(start, frames, probs):
             shares = pressed_shares(probs, t[start:start + len(probs)], agent)
             for j, frame in enumerate(frames):
@@ -141,13 +142,14 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
     p.add_argument("episode", type=Path, help="a recorded episode (.zarr)")
     p.add_argument("--ckpt", type=Path, required=True, help="checkpoint from python -m train_head")
-    p.add_argument("--out", type=Path, required=True, help="video to write (.mp4)")
+    p.add_argument("--video", "--out", dest="out", action=Renamed, type=Path, required=True,
+                   help="video to write (.mp4, H.264); --out is its deprecated old name")
     p.add_argument("--timeline", type=Path, help="also write a PNG timeline of p(w, a, s, d) vs the recorded keys")
     p.add_argument("--weights", help="backbone weights (default: what --weights said at feature extraction)")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
     p.add_argument("--batch-size", type=int, default=32, help="frames per backbone call (default: %(default)s)")
     args = p.parse_args(argv)
-    check_video_path(args.out, "--out")
+    check_video_path(args.out, "--video")
     if args.timeline is not None:
         check_writable(args.timeline, "--timeline", (".png",))
     if args.batch_size < 1:

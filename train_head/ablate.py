@@ -15,6 +15,7 @@ import numpy as np
 
 from cache.store import FeatureCache, random_backbone_note
 from data.errors import UserError, disk_faults, run_cli
+from data.flags import Seeds
 from train_head.train import TrainSettings, train
 
 
@@ -140,9 +141,10 @@ def main(argv: list[str] | None = None) -> None:
 
     p = argparse.ArgumentParser(prog="python -m train_head.ablate", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
-    p.add_argument("--cache", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds per setting (default: 0)")
+    p.add_argument("--cache", type=Path, required=True, help="feature cache made by python -m extract_features")
+    p.add_argument("--out", type=Path, required=True, help="folder for every run, ablation.md, ablation.png, results.json")
+    p.add_argument("--seeds", nargs="+", action=Seeds, default=[0],
+                   help="training seeds per setting: 0 1 2, A-B or both (default: 0)")
     add_head_arguments(p)
     args = p.parse_args(argv)
     base = settings_from_args(args, args.cache, args.out)

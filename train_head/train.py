@@ -156,7 +156,7 @@ def _train(s: TrainSettings) -> dict:
             raw_model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
         except (RuntimeError, ValueError, KeyError):
-            raise UserError(f"{s.out_dir / 'last.pt'}: made with other head settings (--kind, --tokens, --seq-len); "
+            raise UserError(f"{s.out_dir / 'last.pt'}: made with other head settings (--head, --tokens, --seq-len); "
                             f"resume with the flags of that run, or pass --overwrite") from None
         step, best = int(ckpt["step"]), dict(ckpt["best"])
         say(f"resumed from {s.out_dir / 'last.pt'} at step {step}")
