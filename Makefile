@@ -47,7 +47,7 @@ demo:
 	$(SETUP) demo
 
 record:
-	$(PYRUN) tools.record --profile $(PROFILE) --out $(RECORDINGS)
+	$(PYRUN) tools.record --game $(PROFILE) --out $(RECORDINGS)
 
 record-expert:
 	$(PYRUN) tools.record --game carracing --expert --minutes $(MINUTES) --seed 0 --out $(RECORDINGS)

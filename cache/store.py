@@ -67,6 +67,13 @@ class CacheSpec:
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def random_backbone_note(spec: dict) -> str:
+    """'' for trained weights; for a randomly initialised backbone a line naming it, which every output file
+    made from this cache (metrics, tables, plots) carries so no result is mistaken for real features."""
+    label = spec.get("weights_label", "")
+    return f"backbone {spec.get('backbone')}: {label}" if "RANDOM" in label else ""
+
+
 LAST = -1  # the last block, in layer choices (its tokens are the arrays 'patch' and 'scale')
 
 

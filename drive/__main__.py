@@ -11,10 +11,12 @@ import argparse
 from pathlib import Path
 
 from data.errors import UserError, require, run_cli
+from data.flags import Renamed
 from data.paths import check_writable
 from drive.agent import MODES, load_agent
 from drive.controller import ControllerSettings
 from drive.game import GAMES, game_modules, load_game
+from drive.loop import LoopSettings
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,11 +39,13 @@ def parser() -> argparse.ArgumentParser:
     gas.add_argument("--threshold-gas", dest="proportional_gas", action="store_const", const=False,
                      help="hold w for the whole interval while p(w) >= --gas-threshold")
     loop = p.add_argument_group("loop")
-    loop.add_argument("--mode", choices=MODES, default="ring",
-                      help="ring: backbone on the newest frame only; recompute: on every sequence frame (the seed's way)")
+    loop.add_argument("--features", "--mode", dest="mode", action=Renamed, choices=MODES, default=LoopSettings.mode,
+                      help="ring: backbone on the newest frame only; recompute: on every sequence frame (the seed's "
+                           "way); --mode is its deprecated old name (default: %(default)s)")
     loop.add_argument("--telemetry", type=Path, help="JSONL file, one line per decision (must not exist)")
-    loop.add_argument("--max-decisions", type=int, default=0, help="stop after this many decisions (0: no limit)")
-    loop.add_argument("--watchdog", type=float, default=0.5, help="release every key after this many seconds "
+    loop.add_argument("--max-decisions", type=int, default=LoopSettings.max_decisions,
+                      help="stop after this many decisions (0: no limit)")
+    loop.add_argument("--watchdog", type=float, default=LoopSettings.watchdog_s, help="release every key after this many seconds "
                       "without a decision (default: %(default)s)")
     for game in game_modules():
         game.add_arguments(p)

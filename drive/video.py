@@ -1,11 +1,14 @@
 """MP4 videos of drives and replays: frames with the key probabilities and keys drawn on them.
 
-Written with cv2.VideoWriter ('mp4v') to a hidden file beside the target and renamed on a clean
-close, so a failed run leaves no half-written video.
+Encoded H.264 (yuv420p) with PyAV, whose wheels bundle ffmpeg and libx264, so browsers and GitHub play
+them (cv2's 'mp4v' is MPEG-4 part 2, which they do not). Written to a hidden file beside the target and
+renamed on a clean close, so a failed run leaves no half-written video.
 """
 import os
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 
@@ -22,34 +25,44 @@ def check_video_path(path: str | Path, flag: str = "--video") -> Path:
 
 
 class VideoWriter:
-    """RGB uint8 frames (H, W, 3) of one size → an .mp4 at `fps`. Use as a context manager."""
+    """RGB uint8 frames (H, W, 3) of one size → an H.264 .mp4 at `fps`. Use as a context manager.
+    An odd width or height is padded by one repeated edge pixel (yuv420p needs even sizes)."""
 
     def __init__(self, path: str | Path, fps: float, flag: str = "--video"):
         self.path = check_video_path(path, flag)
         self.fps = float(fps)
         self.tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.partial.mp4")
-        self.writer: cv2.VideoWriter | None = None
+        self.container = None
+        self.stream = None
         self.size: tuple[int, int] | None = None
         self.frames = 0
 
     def write(self, frame: np.ndarray) -> None:
         h, w = frame.shape[:2]
-        if self.writer is None:
+        if self.container is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.size = (w, h)
-            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
-            if not self.writer.isOpened():
-                raise UserError(f"{self.path}: cannot write mp4 here (OpenCV has no mp4v encoder or the folder "
-                                f"is read-only); choose another path")
+            try:
+                self.container = av.open(str(self.tmp), mode="w")
+            except OSError as e:
+                raise UserError(f"{self.path}: cannot write mp4 here ({e.strerror or e}); choose another path") from None
+            self.stream = self.container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
+            self.stream.width, self.stream.height = w + w % 2, h + h % 2
+            self.stream.pix_fmt = "yuv420p"
         if (w, h) != self.size:
             raise ValueError(f"frame {w}x{h} differs from the video's {self.size[0]}x{self.size[1]}")
-        self.writer.write(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2BGR))
+        if w % 2 or h % 2:
+            frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame, dtype=np.uint8), format="rgb24")
+        self.container.mux(self.stream.encode(picture))
         self.frames += 1
 
     def close(self, keep: bool = True) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None
+        if self.container is not None:
+            if keep:
+                self.container.mux(self.stream.encode())  # flush the encoder's delayed frames
+            self.container.close()
+            self.container = None
         if keep and self.frames:
             os.replace(self.tmp, self.path)
         else:

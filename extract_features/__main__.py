@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cache.reduce import Reduction
 from data.errors import UserError, run_cli
+from data.flags import Renamed
 from extract_features.estimate import OFF, estimate, profile_reduction, reduction_text
 from data.paths import check_output_folder
 from extract_features.pipeline import ExtractSettings, extract, select_episodes
@@ -57,7 +58,9 @@ def main(argv: list[str] | None = None) -> None:
                         "train_head --layers picks among them")
     p.add_argument("--weights", default="official",
                    help="official (torch hub cache / download), a .pth file, a Hugging Face folder, or random")
-    p.add_argument("--profile", help="game profile (default: the one the episodes were recorded with)")
+    p.add_argument("--game", "--profile", dest="profile", action=Renamed,
+                   help="game profile (default: the one the episodes were recorded with); --profile is its deprecated "
+                        "old name")
     p.add_argument("--dtype", choices=["fp16", "int8"], help="stored token type (default: the profile's, else fp16)")
     p.add_argument("--pca", type=number_or_off(int), metavar="K", help="project tokens to K channels (PCA fitted "
                    f"on clean frames); {OFF}: every channel (default: the profile's)")

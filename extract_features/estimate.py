@@ -13,7 +13,7 @@ from data.errors import UserError
 from data.index import EpisodeInfo
 from data.profiles import GameProfile
 from extract_features.models import backbone_config
-from extract_features.pipeline import ExtractSettings, _profile, _variants, cache_rows, select_episodes
+from extract_features.selection import ExtractSettings, cache_rows, episode_profile, select_episodes, variant_names
 from extract_features.preprocess import PreprocessSettings, patch_grid
 
 GB = 1e9
@@ -92,8 +92,8 @@ def estimate(settings: ExtractSettings, episodes: list[EpisodeInfo] | None = Non
     if episodes is None:
         episodes, profile = select_episodes(settings, log=lambda *a: None)
     else:
-        profile, episodes = _profile(settings, episodes, log=lambda *a: None)
-    variants = tuple(_variants(profile, settings.variants))
+        profile, episodes = episode_profile(settings, episodes, log=lambda *a: None)
+    variants = tuple(variant_names(profile, settings.variants))
     config = backbone_config(settings.backbone)
     h, w, _ = profile.frame_shape
     rows, cols = patch_grid(h, w, PreprocessSettings(mode=profile.preprocess, multiple=config.patch_size))

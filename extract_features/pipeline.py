@@ -5,62 +5,28 @@ main thread, and a writer thread (cache). Work is committed block by block, so a
 where it stopped and ends with the same bytes as an uninterrupted one.
 """
 import queue
-import sys
 import threading
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from cache.reduce import Projection, Reduction, reduce_tokens
+from cache.reduce import Projection, reduce_tokens
 from cache.store import LAST, CachedEpisode, CacheSpec, FeatureCache, episode_id, layer_arrays
 from data.augment import apply_variant
 from data.episode import Episode
-from data.errors import UserError, disk_faults, require
-from data.index import EpisodeInfo, index_episodes
+from data.errors import UserError, disk_faults
+from data.index import EpisodeInfo
 from data.paths import check_output_folder
-from data.profiles import GameProfile, load_profile
+from data.progress import progress
+from data.profiles import GameProfile
 from extract_features.device import pick_device, precision_name
+from extract_features.estimate import disk_free, require_space
+from extract_features.selection import ExtractSettings, cache_rows, select_episodes, variant_names
 from extract_features.extractor import FeatureExtractor
 from extract_features.loader import load_backbone
 from extract_features.models import RAW_PATCHES, backbone_config, preprocess_settings
 from extract_features.preprocess import patch_grid
-
-
-MAX_BLOCK_ROWS = 8192
-
-
-@dataclass(frozen=True)
-class ExtractSettings:
-    recordings: list[Path]
-    cache: Path
-    backbone: str = "dinov2_vitb14_reg"
-    weights: str = "official"
-    profile: str | None = None  # None: the profile the episodes were recorded with
-    reduction: Reduction = field(default_factory=Reduction)  # applied to the last block and to each of `layers`
-    layers: tuple[int, ...] = ()  # earlier blocks (0-based) whose patch tokens are stored beside the last's
-    variants: tuple[str, ...] | None = None  # None: every variant of the profile's augmentation spec
-    augment_seed: int = 0
-    block_rows: int = 256
-    batch_size: int = 64  # backbone batch; blocks are cut into batches of this size
-    shard: tuple[int, int] = (1, 1)  # (K, N): this process extracts episodes K, K+N, K+2N, ...
-    device: str = "auto"
-    bf16: bool | None = None  # None: where it is fast (backbone.fast_bf16: CUDA, CPUs with AVX512-BF16/AMX)
-    compile: bool = False
-    refresh: bool = False  # re-extract recordings that changed since extraction
-    kinds: tuple[str, ...] | None = None
-    progress: bool = True
-    strict: bool = False  # a damaged recording is an error instead of being skipped with a warning
-
-    def __post_init__(self):
-        """Refuses a bad option before anything is read or written (so it never reaches a fingerprint)."""
-        require(1 <= self.block_rows <= MAX_BLOCK_ROWS, "--block-rows", self.block_rows,
-                f"between 1 and {MAX_BLOCK_ROWS} frames (a block is one chunk, held in memory)")
-        require(self.batch_size >= 1, "--batch-size", self.batch_size, "at least 1 frame")
-        k, n = self.shard
-        require(1 <= k <= n, "--shard", f"{k}/{n}", "K/N with K between 1 and N")
 
 
 @dataclass
@@ -71,24 +37,10 @@ class _Work:
     variants: list[str]
 
 
-def select_episodes(settings: ExtractSettings, log=print) -> tuple[list[EpisodeInfo], GameProfile]:
-    """The episodes to extract (every shard's; damaged ones skipped with a warning, or refused with
-    settings.strict) and the game profile they are extracted with."""
-    episodes = index_episodes(settings.recordings, kinds=list(settings.kinds) if settings.kinds else None,
-                              strict=settings.strict)
-    if not episodes:
-        kinds = f" of kind {', '.join(settings.kinds)}" if settings.kinds else ""
-        raise UserError(f"no episodes{kinds} in {', '.join(map(str, settings.recordings))}")
-    profile, episodes = _profile(settings, episodes, log)
-    return episodes, profile
-
-
 def extract(settings: ExtractSettings, log=print, free_disk=None,
             selected: tuple[list[EpisodeInfo], GameProfile] | None = None) -> FeatureCache:
     """free_disk(path) -> free bytes there (default: the disk's); a cache that will not fit is refused.
     selected: select_episodes' result when the caller has it already (its warnings are not repeated)."""
-    from extract_features.estimate import disk_free, require_space  # it sizes caches with this module's helpers
-
     check_output_folder(settings.cache, "--cache")
     device = pick_device(settings.device)
     all_episodes, profile = selected or select_episodes(settings, log)
@@ -102,7 +54,7 @@ def extract(settings: ExtractSettings, log=print, free_disk=None,
     prep = preprocess_settings(backbone.config, profile.preprocess)
     h, w, _ = profile.frame_shape
     extractor = FeatureExtractor(backbone, prep, bf16=settings.bf16, compile=settings.compile, layers=layers)
-    variants = _variants(profile, settings.variants)
+    variants = variant_names(profile, settings.variants)
 
     spec = CacheSpec(backbone=backbone.name, weights_digest=backbone.weights_digest,
                      weights_label=backbone.weights_label, weights_source=settings.weights, preprocess=_asdict(prep),
@@ -144,49 +96,8 @@ def check_layers(layers: tuple[int, ...], backbone: str) -> tuple[int, ...]:
     return tuple(sorted(set(layers)))
 
 
-def _profile(settings: ExtractSettings, episodes: list[EpisodeInfo], log) -> tuple[GameProfile, list[EpisodeInfo]]:
-    """The game profile, and the episodes whose frames have its size: the others are skipped with a
-    warning (refused with settings.strict); none of that size is a wrong --profile."""
-    names = {e.profile for e in episodes if e.profile}
-    if settings.profile is None and len(names) > 1:
-        raise UserError(f"recordings mix game profiles {sorted(names)}; extract them into separate caches")
-    profile = load_profile(settings.profile or (names.pop() if names else "gta5"))
-    shapes = {e.path: Episode(e.path).frame_shape for e in episodes}
-    fitting = [e for e in episodes if shapes[e.path] == profile.frame_shape]
-    if not fitting or (settings.strict and len(fitting) < len(episodes)):
-        raise UserError(f"recordings have frames {sorted(set(shapes.values()))}, profile {profile.name} stores "
-                        f"{profile.frame_shape}; pass the right --profile")
-    for e in episodes:
-        if shapes[e.path] != profile.frame_shape:
-            log(f"warning: skipping {e.path}: frames {shapes[e.path]}, not the {profile.frame_shape} of profile "
-                f"{profile.name}")
-    return profile, fitting
-
-
-def _variants(profile: GameProfile, wanted: tuple[str, ...] | None) -> list[str]:
-    names = [v.name for v in profile.augment.variants]
-    if wanted is None:
-        return names
-    unknown = [v for v in wanted if v not in names]
-    if unknown:
-        raise UserError(f"unknown variant(s) {', '.join(unknown)}; profile {profile.name} has {', '.join(names)}")
-    return [v for v in names if v in wanted]
-
-
 def _asdict(settings) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()}
-
-
-def cache_rows(ep: Episode, fps: float | None) -> np.ndarray:
-    """Recording rows that get cached: after the stuck padding, at the cache frame rate."""
-    first = ep.pad_frames
-    if first >= len(ep):
-        return np.zeros(0, dtype=np.int64)
-    if fps is None or fps >= ep.fps:
-        return np.arange(first, len(ep), dtype=np.int64)
-    t = ep.t[first:]
-    ticks = np.arange(t[0], t[-1] + 1e-9, 1.0 / fps)
-    return np.unique(np.searchsorted(t, ticks - 1e-9)) + first
 
 
 def _fit_pca(episodes: list[EpisodeInfo], extractor, settings: ExtractSettings, log) -> dict[int, Projection]:
@@ -196,17 +107,19 @@ def _fit_pca(episodes: list[EpisodeInfo], extractor, settings: ExtractSettings, 
     picks = np.linspace(0, lengths.sum() - 1, num=min(settings.reduction.pca_frames, int(lengths.sum()))).astype(int)
     starts = np.concatenate([[0], np.cumsum(lengths)])
     frames = []
-    for pick in picks:
+    for pick in progress(picks, desc="PCA: reading frames", unit="frame", enabled=settings.progress):
         i = int(np.searchsorted(starts, pick, side="right") - 1)
         frames.append(Episode(episodes[i].path).frames[int(pick - starts[i])])
     stored = (LAST, *extractor.layers)
     tokens = {layer: [] for layer in stored}
-    for start in range(0, len(frames), settings.batch_size):
-        out = extractor(torch.from_numpy(np.stack(frames[start:start + settings.batch_size])))
-        for layer, patch in zip(stored, (out.patch, *out.layers)):
-            tokens[layer].append(patch.float().cpu().numpy())
+    with progress(total=len(frames), desc="PCA: encoding frames", unit="frame", enabled=settings.progress) as bar:
+        for start in range(0, len(frames), settings.batch_size):
+            out = extractor(torch.from_numpy(np.stack(frames[start:start + settings.batch_size])))
+            for layer, patch in zip(stored, (out.patch, *out.layers)):
+                tokens[layer].append(patch.float().cpu().numpy())
+            bar.update(min(settings.batch_size, len(frames) - start))
     projections = {}
-    for layer in stored:
+    for layer in progress(stored, desc="PCA: fitting", unit="block", enabled=settings.progress):
         x = np.concatenate(tokens[layer])
         projections[layer] = Projection.fit(x, settings.reduction.pca_dim)
         log(f"PCA {x.shape[-1]} -> {settings.reduction.pca_dim} channels "
@@ -293,7 +206,7 @@ def _run(work: list[_Work], profile: GameProfile, extractor, cache: FeatureCache
     threads = [threading.Thread(target=read, daemon=True), threading.Thread(target=write, daemon=True)]
     for t in threads:
         t.start()
-    bar = tqdm(total=total, unit="frame", desc="extracting", disable=not settings.progress, file=sys.stderr)
+    bar = progress(total=total, unit="frame", desc="extracting", enabled=settings.progress)
     try:
         while (job := inbox.get()) is not None:
             item, variant, frames = job

@@ -41,7 +41,7 @@ def write_episode(path, n=40, fps=20.0, kind="regular", pad_frames=0, shape=(180
 
 
 def synthetic_cache(tmp_path, episodes, variants=("clean", "flip"), block_rows=8, every=2, grid=(2, 3), channels=4,
-                    random_tokens=False, dtype="fp16", augment=None):
+                    random_tokens=False, dtype="fp16", augment=None, weights_label="synthetic"):
     """A feature cache without a backbone. Cache rows = every `every`-th recording row after the
     padding; patch tokens hold 1000 * variant index + recording row (or random numbers), cls the
     episode number. dtype="int8": patches stored quantized, with their scales. augment: the profile's
@@ -55,7 +55,7 @@ def synthetic_cache(tmp_path, episodes, variants=("clean", "flip"), block_rows=8
 
     GRID, C = grid, channels
     rng = np.random.default_rng(0)
-    spec = CacheSpec(backbone="synthetic", weights_digest="0", weights_label="synthetic", weights_source="none",
+    spec = CacheSpec(backbone="synthetic", weights_digest="0", weights_label=weights_label, weights_source="none",
                      preprocess={}, precision="fp32", augment=AugmentSpec.from_table(augment or {"flip": {"flip": {"p": 1.0}}}).text(), augment_seed=0,
                      reduction={"dtype": dtype, "pca_dim": None, "pca_frames": 1, "fps": None},
                      block_rows=block_rows, grid=GRID, channels=C, registers=0)

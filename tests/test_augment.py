@@ -246,7 +246,7 @@ def test_augment_grid_has_a_row_per_variant(tmp_path, gta5):
 
 def test_augment_grid_refuses_bad_input_without_output(tmp_path, gta5):
     _episode(tmp_path / "ep.zarr", road_frames(8, shape=load_profile("carracing").frame_shape), forward(8))
-    with pytest.raises(UserError, match="pass the right --profile"):
+    with pytest.raises(UserError, match="pass the right --game"):
         write_augment_grid(tmp_path / "ep.zarr", gta5, tmp_path / "grid.png")
     with pytest.raises(UserError, match="too few"):
         write_augment_grid(tmp_path / "ep.zarr", load_profile("carracing"), tmp_path / "grid.png", length=3,

@@ -17,7 +17,8 @@ from data.screen import Region
 import drive.game
 from drive.__main__ import main
 from drive.carracing.game import CarRacingGame, GameSettings, RealTimeGame, TrackStats
-from drive.carracing.evaluate import GameKeys, TrackRun, evaluate_agent, evaluate_expert, format_table, parse_seeds
+from data.flags import parse_seeds
+from drive.carracing.evaluate import GameKeys, TrackRun, evaluate_agent, evaluate_expert, format_table
 from extract_features.models import DinoV2
 from tests.test_agent import make_checkpoint
 
@@ -38,7 +39,7 @@ def test_one_backbone_call_per_decision_through_the_cli(ckpt, mode, tmp_path, mo
     calls = []
     forward = DinoV2.forward
     monkeypatch.setattr(DinoV2, "forward", lambda self, x, **kw: calls.append(len(x)) or forward(self, x, **kw))
-    main(["--ckpt", str(ckpt), "--latency", "0.1", "--max-steps", "100", "--mode", mode, "--max-steer", "0.2",
+    main(["--ckpt", str(ckpt), "--latency", "0.1", "--max-steps", "100", "--features", mode, "--max-steer", "0.2",
           "--telemetry", str(tmp_path / "t.jsonl")])
     records = read_jsonl(tmp_path / "t.jsonl")
     decisions = [r for r in records if r["event"] == "decision"]
@@ -75,7 +76,8 @@ def test_game_keys_hold_plans_in_game_time():
 def test_eval_is_reproducible_and_tables_the_expert(ckpt, tmp_path, capsys):
     main(["--ckpt", str(ckpt), "--eval", "--seeds", "1000-1001", "--latency", "0.1", "--max-steps", "150",
           "--table", str(tmp_path / "eval.md")])
-    table = (tmp_path / "eval.md").read_text()
+    table, note = (tmp_path / "eval.md").read_text().split("\n\nnote: ")
+    assert note.startswith("the backbone has RANDOM weights")  # the fixture's backbone is random
     assert table in capsys.readouterr().out
     rows = [line.split(" | ") for line in table.splitlines() if line.startswith(("| 100", "| all"))]
     assert [(r[0], r[1]) for r in rows] == [

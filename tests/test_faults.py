@@ -166,7 +166,7 @@ def test_resuming_with_another_head_is_refused(cache, tmp_path):  # noqa: F811
     train(train_settings(cache, out, steps=20))
     s = train_settings(cache, out, steps=40)
     s.head, s.resume = replace(s.head, kind="gru"), True
-    with pytest.raises(UserError, match=r"last.pt: made with other head settings \(--kind"):
+    with pytest.raises(UserError, match=r"last.pt: made with other head settings \(--head"):
         train(s)
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 20
 
@@ -183,7 +183,7 @@ def test_an_episode_of_another_frame_size_is_skipped(recordings, tmp_path):
     cache = extract(extract_settings(recordings, tmp_path / "cache"), log=warnings.append)
     assert [e.id for e in cache.episodes()] == ["a.zarr", "b.zarr"]
     assert any("warning: skipping" in w and "small.zarr: frames (8, 8, 3), not the (180, 240, 3)" in w for w in warnings)
-    with pytest.raises(UserError, match="pass the right --profile"):
+    with pytest.raises(UserError, match="pass the right --game"):
         extract(extract_settings(recordings, tmp_path / "strict", strict=True), log=silent)
 
 

@@ -269,7 +269,7 @@ def test_record_on_fake_windows_labels_physical_keys_with_azerty(tmp_path, monke
     api = FakeWindows({1: window(cls="CabinetWClass"), 3: window()}, foreground=3, layout=AZERTY)
     api.down_vks = {VK_Z, VK_F9}
     monkeypatch.setattr(System, "real", classmethod(lambda cls: System(api=api, screen=FakeScreen)))
-    record(["--profile", "gta5", "--out", str(tmp_path / "rec"), "--pause-key", "F9", "--fps", "20",
+    record(["--game", "gta5", "--out", str(tmp_path / "rec"), "--pause-key", "F9", "--fps", "20",
             "--minutes", str(0.5 / 60)])
     [path] = (tmp_path / "rec" / "regular").iterdir()
     episode = Episode(path)

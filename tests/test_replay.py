@@ -30,7 +30,7 @@ def read_video(path):
 
 def test_replay_writes_a_video_frame_per_recorded_frame_and_a_timeline(ckpt, tmp_path, capsys):
     write_profile_episode(tmp_path / "stuck.zarr", "carracing", n=24, pad_frames=5, seed=3)
-    main(["--ckpt", str(ckpt), str(tmp_path / "stuck.zarr"), "--out", str(tmp_path / "r.mp4"),
+    main(["--ckpt", str(ckpt), str(tmp_path / "stuck.zarr"), "--video", str(tmp_path / "r.mp4"),
           "--timeline", str(tmp_path / "r.png")])
     frames = read_video(tmp_path / "r.mp4")
     assert len(frames) == 24
@@ -72,11 +72,11 @@ def test_bad_input_is_refused_and_leaves_nothing(ckpt, tmp_path):
     out = tmp_path / "out"
     carracing = re.escape(str(load_profile("carracing").frame_shape))
     with pytest.raises(UserError, match=rf"gta\.zarr: frames \(180, 240, 3\) differ from the {carracing}"):
-        main(["--ckpt", str(ckpt), str(tmp_path / "gta.zarr"), "--out", str(out / "r.mp4"), "--timeline", str(out / "r.png")])
+        main(["--ckpt", str(ckpt), str(tmp_path / "gta.zarr"), "--video", str(out / "r.mp4"), "--timeline", str(out / "r.png")])
     assert not out.exists() or list(out.iterdir()) == []
-    with pytest.raises(UserError, match="--out .*must end in .mp4"):
-        main(["--ckpt", str(ckpt), str(tmp_path / "gta.zarr"), "--out", str(out / "r.avi")])
+    with pytest.raises(UserError, match="--video .*must end in .mp4"):
+        main(["--ckpt", str(ckpt), str(tmp_path / "gta.zarr"), "--video", str(out / "r.avi")])
     with pytest.raises(UserError, match="--timeline .*must end in .png"):
-        main(["--ckpt", str(ckpt), str(tmp_path / "gta.zarr"), "--out", str(out / "r.mp4"), "--timeline", "t.jpg"])
+        main(["--ckpt", str(ckpt), str(tmp_path / "gta.zarr"), "--video", str(out / "r.mp4"), "--timeline", "t.jpg"])
     with pytest.raises(UserError, match="not an episode store"):
-        main(["--ckpt", str(ckpt), str(tmp_path), "--out", str(out / "r.mp4")])
+        main(["--ckpt", str(ckpt), str(tmp_path), "--video", str(out / "r.mp4")])

@@ -15,7 +15,7 @@ from data.profiles import load_profile
 from data.recorder import RecorderSettings
 from data.split import SplitSettings
 from drive.carracing.game import MAX_LATENCY_S, check_latency
-from extract_features.pipeline import MAX_BLOCK_ROWS, ExtractSettings
+from extract_features.selection import MAX_BLOCK_ROWS, ExtractSettings
 from drive.carracing.demo import DemoSettings
 from train_head.optim import OptimSettings
 from train_head.contract import ControllerSettings

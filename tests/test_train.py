@@ -89,7 +89,7 @@ def test_cli_one_line_errors(tmp_path):
                         "--steer-gain", "0"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr == "error: --steer-gain 0.0: must be > 0\n"
     r = subprocess.run([sys.executable, "-m", "train_head", "--cache", str(tmp_path / "nope"), "--out", str(tmp_path / "o"),
-                        "--kind", "transformer", "--transformer-width", "100", "--transformer-heads", "3"],
+                        "--head", "transformer", "--transformer-width", "100", "--transformer-heads", "3"],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr == ("error: transformer width 100 (--transformer-width) must be a multiple "
                                               "of its 3 heads (--transformer-heads)\n")

@@ -4,6 +4,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from data.errors import require, run_cli
+from data.flags import Seeds
 from drive.carracing.ablate import __doc__ as RECIPE, run_ablation
 from drive.carracing.demo import DemoSettings
 
@@ -13,10 +14,11 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=RECIPE.split("\n", 1)[1])
     d = DemoSettings()
     p.add_argument("--demo", type=Path, default=d.out, help="demo directory with recordings and cache")
-    p.add_argument("--out", type=Path, default=Path("runs/ablate-drive"))
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds per setting")
+    p.add_argument("--out", type=Path, default=Path("runs/ablate-drive"),
+                   help="folder for every row, ablation.md, ablation.png, results.json (default: %(default)s)")
+    p.add_argument("--seeds", nargs="+", action=Seeds, default=[0], help="training seeds per setting: 0 1 2, A-B or both")
     p.add_argument("--tracks", type=int, default=d.tracks, help="held-out tracks (seeds 1000, ...)")
-    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--steps", type=int, default=d.steps, help="training steps per head (default: %(default)s)")
     p.add_argument("--minutes", type=float, default=d.minutes, help="expert demos to record when missing")
     p.add_argument("--game", choices=("carracing", "carracing_hood"), default=d.game,
                    help="the embedded game's view (default: %(default)s; carracing_hood: hood camera, minimap, traffic)")

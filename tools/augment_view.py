@@ -36,7 +36,7 @@ def write_augment_grid(episode_path: str | Path, profile: GameProfile, out_png: 
         raise UserError(f"{out_png}: the augmentation grid is written as PNG; give a .png path")
     if ep.frame_shape != profile.frame_shape:
         raise UserError(f"{ep.path}: frames are {ep.frame_shape}, profile {profile.name} stores "
-                        f"{profile.frame_shape}; pass the right --profile")
+                        f"{profile.frame_shape}; pass the right --game")
     if length < 1:
         raise UserError(f"sequence length must be at least 1, not {length}")
     stride = stride_frames or max(1, round(SEQUENCE_STRIDE_S * ep.fps))

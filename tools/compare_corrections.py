@@ -4,6 +4,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from data.errors import run_cli
+from data.flags import Seeds
 from drive.carracing.compare_corrections import __doc__ as RECIPE, CompareSettings, run
 from drive.carracing.corrections import GateSettings
 from drive.carracing.demo import DemoSettings
@@ -18,7 +19,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=c.rounds, help="rounds of extra data per arm (default: %(default)s)")
     p.add_argument("--round-minutes", type=float, default=c.round_minutes,
                    help="expert-labelled game minutes each round adds, in every arm (default: %(default)s)")
-    p.add_argument("--seeds", type=int, nargs="+", default=list(c.seeds), help="training seeds of the final heads")
+    p.add_argument("--seeds", nargs="+", action=Seeds, default=list(c.seeds),
+                   help="training seeds of the final heads: 0 1 2, A-B or both (default: %(default)s)")
     p.add_argument("--steps", type=int, default=d.steps, help="training steps of the final heads (default: %(default)s)")
     p.add_argument("--pilot-steps", type=int, default=d.pilot_steps, help="... of the heads that drive a round (default: %(default)s)")
     p.add_argument("--tracks", type=int, default=d.tracks, help="held-out tracks, seeds 1000, ... (default: %(default)s)")

@@ -10,7 +10,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m tools.demo", description=RECIPE.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=RECIPE.split("\n", 1)[1])
     d = DemoSettings()
-    p.add_argument("--out", type=Path, default=d.out)
+    p.add_argument("--out", type=Path, default=d.out, help="folder for every stage's files (default: %(default)s)")
     p.add_argument("--minutes", type=float, default=d.minutes, help="expert game time to record (default: %(default)s)")
     p.add_argument("--dagger-rounds", type=int, default=d.dagger_rounds,
                    help="rounds of the agent driving while the expert labels (default: %(default)s)")
@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=d.steps, help=f"training steps of the final head (default: %(default)s; "
                                                              f"the heads that pilot a DAgger round: {d.pilot_steps})")
     p.add_argument("--tracks", type=int, default=d.tracks, help="held-out tracks to drive (default: %(default)s)")
-    p.add_argument("--backbone", default=d.backbone)
+    p.add_argument("--backbone", default=d.backbone,
+                   help="backbone; its DINOv2 weights if in the torch hub cache, else random (default: %(default)s)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: 1 on a CPU of at most 2 cores without "
                                                "fast bf16, where 2 threads collide with the demo's own; else torch's choice)")
     args = p.parse_args(argv)

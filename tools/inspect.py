@@ -12,6 +12,7 @@ import numpy as np
 from data.atomic import write_image
 from data.episode import Episode
 from data.errors import UserError, require, run_cli
+from data.flags import Renamed
 from data.index import EpisodeInfo, index_episodes
 from data.labels import KEYS, keys_text
 from data.paths import check_writable
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--frames", type=int, default=16, help="frames in the montage (default: %(default)s)")
     p.add_argument("--augment", type=Path, metavar="PNG",
                    help="write one short sequence of the first episode under every augmentation variant")
-    p.add_argument("--profile", help="game profile for --augment (default: the episode's)")
+    p.add_argument("--game", "--profile", dest="profile", action=Renamed,
+                   help="game profile for --augment (default: the episode's); --profile is its deprecated old name")
     args = p.parse_args(argv)
     require(args.frames >= 1, "--frames", args.frames, "at least 1")
     for flag, path in (("--montage", args.montage), ("--augment", args.augment)):

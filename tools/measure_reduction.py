@@ -19,6 +19,7 @@ import numpy as np
 from cache.reduce import Reduction
 from data.atomic import write_json, write_text
 from data.errors import run_cli
+from data.flags import Seeds
 from data.split import SplitSettings
 from extract_features.estimate import bytes_per_frame
 from extract_features.pipeline import ExtractSettings, extract
@@ -103,7 +104,8 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=d.minutes, help="expert game time to record (default: %(default)s)")
     p.add_argument("--backbone", default=d.backbone, help="backbone (default: %(default)s)")
     p.add_argument("--steps", type=int, default=d.steps, help="training steps per head (default: %(default)s)")
-    p.add_argument("--seeds", type=int, nargs="+", default=list(d.seeds), help="training seeds (default: 0 1 2)")
+    p.add_argument("--seeds", nargs="+", action=Seeds, default=list(d.seeds),
+                   help="training seeds: 0 1 2, A-B or both (default: %(default)s)")
     args = p.parse_args()
     run(MeasureSettings(out=args.out, minutes=args.minutes, backbone=args.backbone, steps=args.steps,
                         seeds=tuple(args.seeds)))

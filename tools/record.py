@@ -2,8 +2,8 @@
 
 Screen: one episode per pause/resume. Expert: one episode per track, tracks seed, seed+1, ...
 
-    python -m tools.record --profile gta5 --out runs/recordings
-    python -m tools.record --profile gta5 --out runs/recordings --kind stuck --pad-seconds 4
+    python -m tools.record --game gta5 --out runs/recordings
+    python -m tools.record --game gta5 --out runs/recordings --kind stuck --pad-seconds 4
     python -m tools.record --game carracing --expert --minutes 10 --seed 0 --out runs/recordings
     python -m tools.record --game carracing_hood --expert --minutes 10 --traffic 5 --out runs/hood   # hood camera
     python -m tools.record --game carracing --expert --dagger runs/train/best.pt --minutes 3 --seed 500 --latency 0.1
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from data.episode import Episode
 from data.errors import UserError, disk_faults, run_cli
+from data.flags import Renamed
 from data.profiles import available_profiles, load_profile
 from data.recorder import Recorder, RecorderSettings
 from data.screen import Region
@@ -30,7 +31,7 @@ def record_carracing_expert(args, p: argparse.ArgumentParser) -> None:
     if not (args.game in EMBEDDED and args.expert):
         raise UserError("the embedded game is recorded by its scripted expert: pass both --game carracing and --expert "
                         "(or --game carracing_hood)")
-    screen_only = [f for f in ("profile", "kind", "pad_seconds", "discard_seconds", "fps", "region", "window", "pause_key")
+    screen_only = [f for f in ("kind", "pad_seconds", "discard_seconds", "fps", "region", "window", "pause_key")
                    if getattr(args, f) != p.get_default(f)]
     if screen_only:
         raise UserError(f"--{screen_only[0].replace('_', '-')} is for screen recording; leave it out with --expert")
@@ -73,7 +74,10 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Press the pause key (T) in the game to start recording; press it again to "
                                        "pause. Every resume starts a new episode. Ctrl-C stops.")
-    p.add_argument("--profile", default="gta5", help=f"game profile: {', '.join(available_profiles())} or a .toml path")
+    p.add_argument("--game", "--profile", dest="game", action=Renamed, default="gta5",
+                   help=f"game profile: {', '.join(available_profiles())} or a .toml path; {' and '.join(EMBEDDED)} "
+                        f"are the embedded game, recorded with --expert; --profile is its deprecated old name "
+                        f"(default: %(default)s)")
     p.add_argument("--out", type=Path, default=Path("runs/recordings"), help="recordings directory (default: %(default)s)")
     p.add_argument("--kind", default="regular", help="label stored with each episode: regular, stuck, turns, ...")
     p.add_argument("--pad-seconds", type=float, default=0.0,
@@ -87,8 +91,6 @@ def main(argv: list[str] | None = None) -> None:
                    "(the key at that place on a US keyboard; default: %(default)s)")
     p.add_argument("--minutes", type=float, help="stop after this many minutes (--expert: game minutes to record)")
     expert = p.add_argument_group("embedded game (python -m tools.record --game carracing --expert --minutes M)")
-    expert.add_argument("--game", choices=EMBEDDED, help="record the embedded CarRacing game instead of the screen "
-                        "(carracing: top-down; carracing_hood: hood camera, minimap, traffic)")
     expert.add_argument("--traffic", type=int, help="traffic cars per track (default: the profile's, 5 for "
                         "carracing_hood; 0: none)")
     expert.add_argument("--expert", action="store_true", help="the scripted expert drives (one episode per track)")
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
                              "correction, episodes takeover-seed*; --minutes counts the expert's frames; "
                              "--latency default 0.1)")
     args = p.parse_args(argv)
-    if args.game or args.expert:
+    if args.game in EMBEDDED or args.expert:
         with disk_faults(args.out, kept="the episodes finished before are kept"):
             return record_carracing_expert(args, p)
     for flag in ("seed", "stuck_share", "perturb_every", "latency", "dagger", "takeover", "traffic"):
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     from drive.gta5.session import GtaOptions, System, locate_game
 
     pause_key = key_name(args.pause_key, "--pause-key")
-    profile = load_profile(args.profile)
+    profile = load_profile(args.game)
     settings = RecorderSettings(  # checks the numbers before any window is looked for
         out_dir=args.out, profile=profile, kind=args.kind, fps=args.fps, pad_seconds=args.pad_seconds,
         discard_seconds=args.discard_seconds, pause_key=pause_key,

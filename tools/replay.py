@@ -1,8 +1,8 @@
 """Run a checkpoint over a recorded episode offline: a video with the predicted and recorded keys on each
 frame, and a timeline of p(w, a, s, d) against the recorded keys.
 
-    python -m tools.replay --ckpt runs/train/best.pt runs/recordings/expert-seed0-000-regular.zarr --out replay.mp4
-    python -m tools.replay --ckpt runs/train/best.pt EPISODE --out replay.mp4 --timeline replay.png
+    python -m tools.replay --ckpt runs/train/best.pt runs/recordings/expert-seed0-000-regular.zarr --video replay.mp4
+    python -m tools.replay --ckpt runs/train/best.pt EPISODE --video replay.mp4 --timeline replay.png
 
 Features are made per frame as the live loop makes them (the checkpoint's backbone, preprocessing and
 reduction), and each frame's sequence is picked from the frames before it by their timestamps at the
@@ -18,8 +18,10 @@ import numpy as np
 from data.atomic import save_figure
 from data.episode import Episode
 from data.errors import UserError, run_cli
+from data.flags import Renamed
 from data.labels import KEYS
 from data.paths import check_writable
+from data.progress import progress
 from drive.agent import Agent, load_agent
 from drive.controller import decide
 from drive.video import VideoWriter, annotate, check_video_path
@@ -104,7 +106,7 @@ def replay(agent: Agent, episode: Episode, out: Path, timeline: Path | None = No
     scale = max(1, math.ceil(600 / episode.frame_shape[1]))
     fps = episode.fps if episode.fps > 0 else 10.0
 
-    with VideoWriter(out, fps, flag="--out") as video:
+    with VideoWriter(out, fps, flag="--video") as video, progress(total=len(episode), desc="replay", unit="frame") as bar:
         def write(start, frames, probs):
             shares = pressed_shares(probs, t[start:start + len(probs)], agent)
             for j, frame in enumerate(frames):
@@ -112,13 +114,15 @@ def replay(agent: Agent, episode: Episode, out: Path, timeline: Path | None = No
                 lines = (f"{episode.path.name[:40]}", f"frame {i}  t {t[i]:.2f} s",
                          "stuck padding" if i < episode.pad_frames else f"recorded at t+{shift:g} s")
                 video.write(annotate(frame, probs[j], shares[j], labels[i], lines, scale))
+            bar.update(len(frames))
 
         probs = replay_probs(agent, episode, batch_size, on_batch=write)
     scores = agreement(probs[episode.pad_frames:], labels[episode.pad_frames:]) \
         if len(episode) > episode.pad_frames else {}
     if timeline is not None:
         plot_timeline(timeline, t - t[0], probs, labels, episode.pad_frames,
-                      f"{episode.path.name}: {agent.path} (label shift {shift:g} s, stride {agent.stride_s:g} s)")
+                      f"{episode.path.name}: {agent.path} (label shift {shift:g} s, stride {agent.stride_s:g} s)"
+                      + (f"\nbackbone {agent.extractor.backbone.weights_label}" if agent.extractor.backbone.is_random else ""))
     return scores
 
 
@@ -127,13 +131,14 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
     p.add_argument("episode", type=Path, help="a recorded episode (.zarr)")
     p.add_argument("--ckpt", type=Path, required=True, help="checkpoint from python -m train_head")
-    p.add_argument("--out", type=Path, required=True, help="video to write (.mp4)")
+    p.add_argument("--video", "--out", dest="out", action=Renamed, type=Path, required=True,
+                   help="video to write (.mp4, H.264); --out is its deprecated old name")
     p.add_argument("--timeline", type=Path, help="also write a PNG timeline of p(w, a, s, d) vs the recorded keys")
     p.add_argument("--weights", help="backbone weights (default: what --weights said at feature extraction)")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
     p.add_argument("--batch-size", type=int, default=32, help="frames per backbone call (default: %(default)s)")
     args = p.parse_args(argv)
-    check_video_path(args.out, "--out")
+    check_video_path(args.out, "--video")
     if args.timeline is not None:
         check_writable(args.timeline, "--timeline", (".png",))
     if args.batch_size < 1:

@@ -1,7 +1,7 @@
 """Stage 2: train a head on a feature cache.
 
     python -m train_head --cache runs/cache --out runs/train
-    python -m train_head --cache runs/cache --out runs/gru --kind gru --seq-len 3 --stride 0.25
+    python -m train_head --cache runs/cache --out runs/gru --head gru --seq-len 3 --stride 0.25
     torchrun --nproc-per-node 2 -m train_head --cache runs/cache --out runs/ddp
 """
 import argparse
@@ -10,6 +10,7 @@ from pathlib import Path
 from cache.sampler import SamplerSettings
 from cache.store import LAST
 from data.errors import UserError, run_cli
+from data.flags import Renamed
 from data.split import SplitSettings
 from train_head.heads import KINDS, TOKENS, HeadSettings
 from train_head.optim import OptimSettings
@@ -28,28 +29,35 @@ def parse_layers(text: str) -> tuple[int, ...]:
 
 def add_head_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared by train_head and train_head.ablate."""
-    p.add_argument("--kind", choices=KINDS, default=HeadSettings.kind, help="sequence model (default: %(default)s)")
-    p.add_argument("--transformer-depth", type=int, default=HeadSettings.depth, help="--kind transformer: blocks (default: %(default)s)")
+    # --head names the head architecture; --kind (its old name) is an episode label in record/extract/inspect and
+    # --kind-weight, so it stays here for one release only, as a deprecated alias
+    p.add_argument("--head", "--kind", dest="kind", action=Renamed, choices=KINDS, default=HeadSettings.kind,
+                   help="sequence model; --kind is its deprecated old name (default: %(default)s)")
+    p.add_argument("--transformer-depth", type=int, default=HeadSettings.depth, help="--head transformer: blocks (default: %(default)s)")
     p.add_argument("--transformer-width", type=int, default=HeadSettings.width,
-                   help="--kind transformer: channels every token is projected to (default: %(default)s)")
-    p.add_argument("--transformer-heads", type=int, default=HeadSettings.heads, help="--kind transformer: attention heads (default: %(default)s)")
-    p.add_argument("--tokens", choices=TOKENS, default="patches", help="token choice (default: %(default)s)")
+                   help="--head transformer: channels every token is projected to (default: %(default)s)")
+    p.add_argument("--transformer-heads", type=int, default=HeadSettings.heads, help="--head transformer: attention heads (default: %(default)s)")
+    p.add_argument("--tokens", choices=TOKENS, default=SamplerSettings.tokens, help="token choice (default: %(default)s)")
     p.add_argument("--layers", type=parse_layers, default=SamplerSettings.layers, metavar="N,M,last",
                    help="blocks whose patch tokens the head reads, side by side on the channel axis: 'last' "
                         "(default) and/or earlier blocks the cache stores (extract_features --layers)")
-    p.add_argument("--seq-len", type=int, default=3, help="frames per sequence (default: %(default)s)")
-    p.add_argument("--stride", type=float, default=0.25, help="seconds between sequence frames (default: %(default)s)")
-    p.add_argument("--label-shift", type=float, default=0.0,
-                   help="predict the keys this many seconds after the last frame: the drive loop's latency")
+    p.add_argument("--seq-len", type=int, default=SamplerSettings.seq_len, help="frames per sequence (default: %(default)s)")
+    p.add_argument("--stride", type=float, default=SamplerSettings.stride_s,
+                   help="seconds between sequence frames (default: %(default)s)")
+    p.add_argument("--label-shift", type=float, default=SamplerSettings.label_shift_s,
+                   help="predict the keys this many seconds after the last frame: the drive loop's latency "
+                        "(default: %(default)s)")
     p.add_argument("--steps", type=int, default=2000, help="training steps (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=SamplerSettings.batch_size,
                    help="sequences per step, at most the number of training sequences (default: %(default)s)")
     p.add_argument("--lr", type=float, default=OptimSettings.lr, help="peak learning rate (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=TrainSettings.seed,
+                   help="seed of the head's initialisation, the sampling and the split (default: %(default)s)")
     p.add_argument("--mode", choices=["auto", "ram", "stream"], default="auto",
                    help="ram: load the cache into memory (GPU memory on a GPU); stream: read blocks from disk; auto: "
                         "ram when the cache fits in the free memory with a margin, else stream (default: %(default)s)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default=TrainSettings.device,
+                   help="cpu, cuda, cuda:1, ...; auto: the GPU when there is one (default: %(default)s)")
     p.add_argument("--val-fraction", type=float, default=SplitSettings.val_fraction,
                    help="share of the recordings kept for validation, in [0, 1) (default: %(default)s)")
     p.add_argument("--eval-every", type=int, default=TrainSettings.eval_every,
@@ -80,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True, help="run directory for checkpoints, metrics and curves")
     add_head_arguments(p)
     p.add_argument("--pos-weight", action="store_true", help="weight rare keys up in the loss (backward is rare)")
-    p.add_argument("--patience", type=int, default=0, help="early stop after N evaluations without improvement")
+    p.add_argument("--patience", type=int, default=TrainSettings.patience,
+                   help="early stop after N evaluations without improvement (0: never; default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--max-steer", type=float, default=ControllerSettings.max_steer,
                    help="controller default stored in the checkpoint")

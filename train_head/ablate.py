@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cache.store import FeatureCache, random_backbone_note
 from data.atomic import save_figure, write_json, write_text
 from data.errors import UserError, disk_faults, run_cli
+from data.flags import Seeds
 from train_head.train import TrainSettings, train
 
 
@@ -93,24 +95,45 @@ def markdown_table(rows: list[dict], extra: list[tuple[str, str]] = ()) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], out_png: Path, keys=(("val BCE", "val_bce"), ("exact match", "val_exact_match"))) -> None:
+def axis_range(values: np.ndarray, errors: np.ndarray) -> tuple[float, float]:
+    """x limits that show the differences between bars: the span of value ± error with a margin (room for
+    the printed values on the right), not from 0 (0.427 vs 0.438 would look equal)."""
+    shown = np.isfinite(values)
+    if not shown.any():
+        return 0.0, 1.0
+    low = float(np.min(values[shown] - np.nan_to_num(errors[shown])))
+    high = float(np.max(values[shown] + np.nan_to_num(errors[shown])))
+    span = high - low or abs(high) * 0.1 or 1.0
+    return low - 0.15 * span, high + 0.35 * span
+
+
+def plot(rows: list[dict], out_png: Path, keys=(("val BCE", "val_bce"), ("exact match", "val_exact_match")),
+         title: str = ""):
+    """Horizontal bars per row (mean ± std), each axis zoomed to its values, which are printed on the bars;
+    `title` (e.g. a randomly initialised backbone) above the plots. Returns the figure."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(4 * len(keys) + 2, 0.45 * len(rows) + 1.5))
+    fig = Figure(figsize=(4 * len(keys) + 2, 0.45 * len(rows) + 1.5 + 0.3 * bool(title)))
     names = [r["name"] for r in rows][::-1]
     y = np.arange(len(rows))  # numeric positions: a row without a figure (nan) keeps its place
-    for i, (title, key) in enumerate(keys):
+    for i, (name, key) in enumerate(keys):
         ax = fig.add_subplot(1, len(keys), i + 1)
         values = np.array([r.get(key, math.nan) for r in rows][::-1], dtype=float)
         errors = np.array([r.get(key + "_std", 0.0) for r in rows][::-1], dtype=float)
         shown = np.isfinite(values)
-        ax.barh(y[shown], values[shown], xerr=errors[shown], color="tab:blue", alpha=0.8)
+        low, high = axis_range(values, errors)
+        bars = ax.barh(y[shown], values[shown] - low, left=low, xerr=errors[shown], color="tab:blue", alpha=0.8)
+        ax.bar_label(bars, labels=[f"{v:.3f}" for v in values[shown]], padding=3, fontsize=8)
+        ax.set_xlim(low, high)
         ax.set_yticks(y, names if i == 0 else [""] * len(y))
         ax.set_ylim(-0.6, len(rows) - 0.4)
-        ax.set_title(title)
+        ax.set_title(name + ("" if low <= 0 else " (axis not from 0)"))
         ax.grid(axis="x", alpha=0.3)
+    if title:
+        fig.suptitle(title, color="tab:red")
     fig.tight_layout()
     save_figure(out_png, fig, dpi=110)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -118,21 +141,25 @@ def main(argv: list[str] | None = None) -> None:
 
     p = argparse.ArgumentParser(prog="python -m train_head.ablate", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
-    p.add_argument("--cache", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds per setting (default: 0)")
+    p.add_argument("--cache", type=Path, required=True, help="feature cache made by python -m extract_features")
+    p.add_argument("--out", type=Path, required=True, help="folder for every run, ablation.md, ablation.png, results.json")
+    p.add_argument("--seeds", nargs="+", action=Seeds, default=[0],
+                   help="training seeds per setting: 0 1 2, A-B or both (default: 0)")
     add_head_arguments(p)
     args = p.parse_args(argv)
     base = settings_from_args(args, args.cache, args.out)
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out}: is a file; give a folder for the ablation")
     rows = run_grid(base, default_grid(args.label_shift), args.seeds, args.out)
+    note = random_backbone_note(FeatureCache.open(args.cache).spec)
     with disk_faults(args.out, kept="every trained run is kept in its folder"):
         args.out.mkdir(parents=True, exist_ok=True)
         table = markdown_table(rows)
-        write_text(args.out / "ablation.md", f"{table}\n\nsteps {args.steps}, seeds {args.seeds}, cache {args.cache}\n")
-        write_json(args.out / "results.json", rows, indent=1, default=str)
-        plot(rows, args.out / "ablation.png")
+        write_text(args.out / "ablation.md", f"{table}\n\nsteps {args.steps}, seeds {args.seeds}, cache {args.cache}\n"
+                   + (f"\nnote: {note}\n" if note else ""))
+        write_json(args.out / "results.json", [{**row, "note": note} if note else row for row in rows],
+                   indent=1, default=str)
+        plot(rows, args.out / "ablation.png", title=note)
     print(table)
     print(f"\nwritten: {args.out / 'ablation.md'}, {args.out / 'ablation.png'}")
 

@@ -204,7 +204,7 @@ class TransformerHead(nn.Module):
         return self.out(self.encoder(x)[:, 0])
 
 
-# Every head kind, by the name --kind takes. Adding one: a class like those above, and a line here.
+# Every head kind, by the name --head takes. Adding one: a class like those above, and a line here.
 HEADS: dict[str, type[nn.Module]] = {
     "lstm": RecurrentHead,
     "gru": RecurrentHead,

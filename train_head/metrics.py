@@ -1,7 +1,7 @@
 """Validation metrics for the four keys, per-key pos_weight, the metrics JSONL and its curves PNG.
 
 Keys of a metrics record (one JSON object per line of metrics.jsonl; nan is written as null):
-    step, time, and whatever the loop logs; `plot_curves` draws train_loss, val_bce,
+    step, time, note (only for a randomly initialised backbone, naming it), and whatever the loop logs; `plot_curves` draws train_loss, val_bce,
     val_exact_match and val_ap_w / val_ap_a / val_ap_s / val_ap_d.
 """
 import json
@@ -85,8 +85,9 @@ class MetricsLog:
     that step and drops later ones, which the resumed run will write again.
     """
 
-    def __init__(self, path: str | Path, resume_step: int | None = None):
+    def __init__(self, path: str | Path, resume_step: int | None = None, note: str = ""):
         self.path = Path(path)
+        self.note = {"note": note} if note else {}  # e.g. a randomly initialised backbone, in every record
         self.path.parent.mkdir(parents=True, exist_ok=True)
         kept = []
         if resume_step is not None and self.path.exists():
@@ -95,7 +96,8 @@ class MetricsLog:
         self._file = open(self.path, "a")
 
     def log(self, step: int, **values) -> dict:
-        record = {"step": int(step), "time": round(time.time(), 3), **{k: _plain(v) for k, v in values.items()}}
+        record = {"step": int(step), "time": round(time.time(), 3), **{k: _plain(v) for k, v in values.items()},
+                  **self.note}
         self._file.write(json.dumps(record, allow_nan=False) + "\n")
         self._file.flush()
         return record
@@ -143,4 +145,7 @@ def plot_curves(jsonl: str | Path, out_png: str | Path) -> Path:
         ap.legend()
     for ax in (loss, match, ap):
         ax.grid(alpha=0.3)
+    notes = {r["note"] for r in records if r.get("note")}
+    if notes:
+        fig.suptitle("; ".join(sorted(notes)), color="tab:red")
     return save_figure(out_png, fig)

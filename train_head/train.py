@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 
 from cache.sampler import SamplerSettings, SequenceSampler
-from cache.store import FeatureCache
+from cache.store import FeatureCache, random_backbone_note
 from data.episode import Episode
 from data.errors import UserError, disk_faults, require
 from data.index import episode_info
+from data.progress import progress, say_above
 from data.split import Split, SplitSettings, split_episodes
 from extract_features.device import pick_device
 from train_head.checkpoint import load_checkpoint, save_checkpoint
@@ -138,7 +139,7 @@ def _train(s: TrainSettings) -> dict:
             raw_model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
         except (RuntimeError, ValueError, KeyError):
-            raise UserError(f"{s.out_dir / 'last.pt'}: made with other head settings (--kind, --tokens, --seq-len); "
+            raise UserError(f"{s.out_dir / 'last.pt'}: made with other head settings (--head, --tokens, --seq-len); "
                             f"resume with the flags of that run, or pass --overwrite") from None
         step, best = int(ckpt["step"]), dict(ckpt["best"])
         say(f"resumed from {s.out_dir / 'last.pt'} at step {step}")
@@ -146,7 +147,8 @@ def _train(s: TrainSettings) -> dict:
         for name in (*RUN_FILES, "curves.png"):
             (s.out_dir / name).unlink(missing_ok=True)
     s.out_dir.mkdir(parents=True, exist_ok=True)
-    log = MetricsLog(s.out_dir / "metrics.jsonl", resume_step=step if s.resume else None) if rank == 0 else None
+    log = (MetricsLog(s.out_dir / "metrics.jsonl", resume_step=step if s.resume else None,
+                      note=random_backbone_note(cache.spec)) if rank == 0 else None)
     say(f"training {head_settings.kind}/{head_settings.tokens} head ({sum(p.numel() for p in raw_model.parameters()):,} "
         f"parameters) on {len(train_set)} train / {len(val_set)} val sequences, device {device}")
 
@@ -164,6 +166,8 @@ def _train(s: TrainSettings) -> dict:
 
     stale, t0, seen = 0, time.perf_counter(), 0
     stream = batches()
+    bar = progress(total=s.optim.max_steps, initial=step, desc="training", unit="step", enabled=not (s.quiet or rank))
+    say = say_above(bar) if not (s.quiet or rank) else say  # the periodic lines print above the bar
     try:
         while step < s.optim.max_steps:
             batch = next(stream)
@@ -171,6 +175,7 @@ def _train(s: TrainSettings) -> dict:
             weights = batch.weights if s.sampler.kind_weights else None
             loss = train_step(model, optimizer, s.optim, step, patch, cls, batch.keys, autocast, pos_weight, weights)
             step += 1
+            bar.update()
             seen += len(batch.keys)
             if log and (step % s.log_every == 0 or step == 1):
                 rate = seen * world / (time.perf_counter() - t0)
@@ -198,6 +203,7 @@ def _train(s: TrainSettings) -> dict:
                     say(f"early stop: no better val loss in {s.patience} evaluations")
                     break
     finally:
+        bar.close()
         if log:
             log.close()
             if log.path.stat().st_size:

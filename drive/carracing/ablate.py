@@ -111,6 +111,6 @@ def run_ablation(s: DemoSettings, out: Path, seeds: list[int]) -> str:
     write_text(out / "ablation.md", f"{table}\n\n{note}\n")
     write_json(out / "results.json", rows, indent=1, default=str)
     plot(rows, out / "ablation.png", keys=(("val BCE", "val_bce"), ("closed-loop reward", "reward"),
-                                                 ("tiles %", "tiles")))
+                                                 ("tiles %", "tiles")), title=f"backbone: {backbone_label(s.backbone, weights)}")
     return table + "\n\n" + note
 

@@ -5,11 +5,12 @@ from pathlib import Path
 
 from data.atomic import write_text
 from data.errors import UserError, require
+from data.flags import Seeds, parse_seeds
 from data.paths import check_writable
 from data.profiles import load_profile
 from drive.agent import Agent
 from drive.carracing.evaluate import (TrackSettings, check_agent_plays_carracing, evaluate_agent, evaluate_expert,
-                                      expert_latency, format_table, parse_seeds, run_track)
+                                      expert_latency, format_table, run_track)
 from drive.carracing.game import CarRacingGame, GameSettings, check_latency
 from drive.carracing.hood_game import game_view
 from drive.controller import ControllerSettings
@@ -32,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     "carracing_hood; 0: none); a crash costs reward")
     cr.add_argument("--video", type=Path, help="mp4 of the run (with --eval: of the first track)")
     cr.add_argument("--eval", action="store_true", help="score the agent and the expert on --seeds, print the table")
-    cr.add_argument("--seeds", help=f"held-out track seeds for --eval: A-B or a list (default: {DEFAULT_SEEDS})")
+    cr.add_argument("--seeds", nargs="+", action=Seeds,
+                    help=f"held-out track seeds for --eval: A-B, a list, or both (default: {DEFAULT_SEEDS})")
     cr.add_argument("--table", type=Path, help="also write the --eval table to this markdown file")
 
 
@@ -56,12 +58,10 @@ def check(args) -> None:
         raise UserError(f"--max-steps {args.max_steps}: must be at least 1")
     if args.seed is not None:
         require(args.seed >= 0, "--seed", args.seed, "a track number >= 0")
-    if args.eval:
-        parse_seeds(args.seeds or DEFAULT_SEEDS)
 
 
 def drive(agent: Agent, controller: ControllerSettings, args) -> None:
-    seeds = parse_seeds(args.seeds or DEFAULT_SEEDS) if args.eval else []
+    seeds = (args.seeds or parse_seeds(DEFAULT_SEEDS)) if args.eval else []
     game_settings = GameSettings(max_steps=args.max_steps or GameSettings.max_steps, profile=args.game,
                                  traffic=args.traffic)
     check_agent_plays_carracing(agent, game_settings)
@@ -105,7 +105,8 @@ def run_eval(agent: Agent, controller: ControllerSettings, seeds: list[int], gam
     if args.video:
         print(f"video: {args.video}")
     if args.table:
-        write_text(args.table, table)
+        note = f"\n\nnote: the backbone has {agent.extractor.backbone.weights_label}\n" if agent.extractor.backbone.is_random else ""
+        write_text(args.table, table + note)  # a random backbone is named in the file too, not only on the console
         print(f"table: {args.table}")
 
 

@@ -17,6 +17,7 @@ import torch
 
 from data.errors import UserError
 from data.labels import KEYS
+from data.progress import progress
 from drive.agent import Agent, load_agent
 from drive.carracing.game import STEP_SECONDS, CarRacingGame, GameSettings, RealTimeGame, TrackStats
 from drive.controller import ControllerSettings
@@ -45,20 +46,6 @@ class TrackSettings:
     mode: str = "ring"  # the loop's mode: ring or recompute
     watchdog_s: float = 0.5
     max_decisions: int = 0  # 0: until the game ends (lap finished or its step limit)
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'1000-1009' (inclusive) or '3,7,9' or a mix: '1-3,8'."""
-    seeds = []
-    try:
-        for part in text.split(","):
-            first, _, last = part.strip().partition("-")
-            seeds += list(range(int(first), int(last) + 1)) if last else [int(first)]
-    except ValueError:
-        raise UserError(f"--seeds {text!r}: expected A-B or a comma-separated list, e.g. 1000-1009") from None
-    if not seeds:
-        raise UserError(f"--seeds {text!r}: names no track (is A greater than B?)")
-    return seeds
 
 
 class GameKeys:
@@ -193,7 +180,7 @@ def evaluate_agent(agent: Agent | str | Path, seeds: list[int], latency: float |
     game = CarRacingGame(game_settings)
     runs = []
     try:
-        for i, seed in enumerate(seeds):
+        for i, seed in enumerate(progress(seeds, desc="evaluating", unit="track")):
             if i == 0 and video is not None:
                 with VideoWriter(video, fps=1.0 / (latency or STEP_SECONDS * 5)) as writer:
                     run, _ = run_track(agent, game, seed, controller, settings, video=writer)
