@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -318,3 +319,24 @@ def test_the_comparison_verdict_follows_the_projects_rule():
     assert verdict([110, 120, 130], [80, 90, 100]).endswith("+3.7 standard errors: **confirmed**")
     assert verdict([110, 120, 130], [100, 110, 120]).endswith("+1.2 standard errors: inconclusive")
     assert "no verdict" in verdict([110], [100])
+
+
+def test_the_comparison_keeps_held_out_scores_for_a_resumed_run(tmp_path, monkeypatch):
+    import drive.carracing.compare_corrections as cc
+    from drive.carracing.demo import DemoSettings
+
+    drives = []
+
+    def fake_evaluate(ckpt, tracks, **kw):
+        drives.append(ckpt)
+        return [SimpleNamespace(reward=10.0 * t + len(drives), tile_share=0.5) for t in tracks]
+
+    monkeypatch.setattr(cc, "evaluate_agent", fake_evaluate)
+    s = cc.CompareSettings(demo=DemoSettings(out=tmp_path))
+    ckpts = [tmp_path / "none" / f"final-seed{k}" / "best.pt" for k in (0, 1)]
+    first = cc.held_out_scores(s, "none", ckpts, [1, 2], None, log=lambda *a: None)
+    assert first == {"rewards": [16.0, 17.0], "tiles": [0.5, 0.5]} and len(drives) == 2
+    assert cc.held_out_scores(s, "none", ckpts, [1, 2], None, log=lambda *a: None) == first
+    assert len(drives) == 2  # kept: nothing driven again
+    cc.held_out_scores(s, "none", ckpts, [1, 2, 3], None, log=lambda *a: None)
+    assert len(drives) == 4  # other tracks: driven again

@@ -15,6 +15,7 @@ drives the held-out tracks at a fixed latency. Writes OUT/results.md (table and 
 confirmed when it exceeds twice its standard error over training seeds) and OUT/results.json. Every step
 is skipped when its output is there, so an interrupted run continues.
 """
+import json
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -129,6 +130,24 @@ def final_heads(s: CompareSettings, arm: str, cache: Path, log) -> list[Path]:
     return ckpts
 
 
+def held_out_scores(s: CompareSettings, arm: str, ckpts: list[Path], tracks: list[int], game, log) -> dict:
+    """Mean reward and tile share per final head on the held-out tracks; kept in the arm's folder, so a
+    resumed comparison does not drive them again."""
+    path = arm_dir(s, arm) / "held_out.json"
+    key = {"tracks": tracks, "latency": s.demo.latency, "eval_steps": s.eval_steps, "ckpts": [str(c) for c in ckpts]}
+    if path.exists():
+        kept = json.loads(path.read_text())
+        if kept.get("key") == key:
+            log(f"{arm}: held-out scores kept from an earlier run")
+            return kept["scores"]
+    log(f"{arm}: driving {len(tracks)} held-out tracks per training seed")
+    runs = [evaluate_agent(c, tracks, latency=s.demo.latency, game_settings=game, log=lambda *a: None) for c in ckpts]
+    scores = {"rewards": [float(np.mean([r.reward for r in rs])) for rs in runs],
+              "tiles": [float(np.mean([r.tile_share for r in rs])) for rs in runs]}
+    write_json(path, {"key": key, "scores": scores}, indent=1)
+    return scores
+
+
 def labelled_minutes(recordings: Path) -> dict[str, float]:
     """Expert-labelled game minutes by source, and the agent's lead-up minutes (never labels)."""
     out: dict[str, float] = {}
@@ -163,11 +182,7 @@ def run(s: CompareSettings) -> str:
     for arm in ARMS:
         cache = run_arm(s, d_base, first, arm, log)
         ckpts = final_heads(s, arm, cache, log)
-        log(f"{arm}: driving {len(tracks)} held-out tracks per training seed")
-        runs = [evaluate_agent(c, tracks, latency=s.demo.latency, game_settings=game, log=lambda *a: None)
-                for c in ckpts]
-        rows[arm] = {"rewards": [float(np.mean([r.reward for r in rs])) for rs in runs],
-                     "tiles": [float(np.mean([r.tile_share for r in rs])) for rs in runs],
+        rows[arm] = {**held_out_scores(s, arm, ckpts, tracks, game, log),
                      "minutes": labelled_minutes(arm_dir(s, arm) / "recordings")}
     expert = evaluate_expert(tracks, latency=s.demo.latency, game_settings=game)
     report = table(s, rows, float(np.mean([r.reward for r in expert])), tracks, weights, time.perf_counter() - start)
