@@ -16,7 +16,6 @@ from cache.reduce import Reduction
 from data.errors import UserError, run_cli
 from data.flags import Renamed
 from extract_features.estimate import OFF, estimate, profile_reduction, reduction_text
-from data.paths import check_output_folder
 from extract_features.pipeline import ExtractSettings, extract, select_episodes
 
 
@@ -90,7 +89,6 @@ def main(argv: list[str] | None = None) -> None:
         block_rows=args.block_rows, batch_size=args.batch_size, shard=args.shard, device=args.device,
         bf16={"auto": None, "on": True, "off": False}[args.bf16], compile=args.compile, refresh=args.refresh, kinds=tuple(args.kind) if args.kind else None,
         strict=args.strict)
-    check_output_folder(settings.cache, "--cache")
     episodes, profile = select_episodes(settings)
     settings = replace(settings, reduction=profile_reduction(profile, args.dtype, args.pca, args.fps))
     if args.estimate:
