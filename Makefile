@@ -30,6 +30,7 @@ CKPT       ?= $(RUN)/best.pt
 DRIVE_ARGS ?=
 MINUTES    ?= 10
 ABLATE_ARGS ?=
+DEMO_ARGS  ?=
 BENCH_ARGS ?=
 
 .PHONY: install test test-all demo record record-expert import inspect estimate features train ablate ablate-drive drive eval bench measure-reduction clean-venv
@@ -44,7 +45,7 @@ test-all:
 	$(SETUP) test --runslow
 
 demo:
-	$(SETUP) demo
+	$(SETUP) demo $(DEMO_ARGS)
 
 record:
 	$(PYRUN) tools.record --game $(PROFILE) --out $(RECORDINGS)

@@ -57,6 +57,7 @@ class CacheSpec:
     channels: int  # backbone width
     registers: int
     layers: tuple[int, ...] = ()  # earlier blocks (0-based) whose patch tokens are stored beside the last's
+    hud: str = "keep"  # "distort": augmentation moved the HUD (minimap) like any other pixels (an ablation)
 
     def fingerprint(self) -> str:
         parts = asdict(self)
@@ -64,6 +65,8 @@ class CacheSpec:
         parts.pop("weights_source")
         if not parts["layers"]:  # caches made before layers existed keep their fingerprint
             parts.pop("layers")
+        if parts["hud"] == "keep":  # ... and so do caches made before the hud setting
+            parts.pop("hud")
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 

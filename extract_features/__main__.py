@@ -17,6 +17,7 @@ from data.errors import UserError, run_cli
 from data.flags import Renamed
 from extract_features.estimate import OFF, estimate, profile_reduction, reduction_text
 from extract_features.pipeline import ExtractSettings, extract, select_episodes
+from extract_features.selection import HUD_CHOICES
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -68,6 +69,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--estimate", action="store_true",
                    help="print frames, variants, bytes/frame, total size and free disk, then stop (no backbone run)")
     p.add_argument("--variants", help="comma-separated augmentation variants (default: all of the profile's)")
+    p.add_argument("--hud", choices=HUD_CHOICES, default=ExtractSettings.hud,
+                   help="keep: the profile's HUD rectangles (the minimap) come out of every augmentation variant as "
+                        "recorded, the seed's way; distort: augmented like any other pixels, to measure what keeping "
+                        "them is worth (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="augmentation seed (default: %(default)s)")
     p.add_argument("--block-rows", type=int, default=ExtractSettings.block_rows, help="frames per committed block")
     p.add_argument("--batch-size", type=int, default=ExtractSettings.batch_size, help="backbone batch size")
@@ -85,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = ExtractSettings(
         recordings=args.recordings, cache=args.cache, backbone=args.backbone, weights=args.weights,
         profile=args.profile, reduction=Reduction(), layers=args.layers,
-        variants=tuple(args.variants.split(",")) if args.variants else None, augment_seed=args.seed,
+        variants=tuple(args.variants.split(",")) if args.variants else None, augment_seed=args.seed, hud=args.hud,
         block_rows=args.block_rows, batch_size=args.batch_size, shard=args.shard, device=args.device,
         bf16={"auto": None, "on": True, "off": False}[args.bf16], compile=args.compile, refresh=args.refresh, kinds=tuple(args.kind) if args.kind else None,
         strict=args.strict)

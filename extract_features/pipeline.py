@@ -6,7 +6,7 @@ where it stopped and ends with the same bytes as an uninterrupted one.
 """
 import queue
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -44,6 +44,8 @@ def extract(settings: ExtractSettings, log=print, free_disk=None,
     check_output_folder(settings.cache, "--cache")
     device = pick_device(settings.device)
     all_episodes, profile = selected or select_episodes(settings, log)
+    if settings.hud == "distort":  # augmentation then treats the minimap like any other pixels
+        profile = replace(profile, hud={})
     require_space(settings, all_episodes, free_disk or disk_free)
     k, n = settings.shard
     mine = [e for i, e in enumerate(all_episodes) if i % n == k - 1]
@@ -62,7 +64,7 @@ def extract(settings: ExtractSettings, log=print, free_disk=None,
                      augment=profile.augment.subset(variants).text(), augment_seed=settings.augment_seed,
                      reduction=settings.reduction.describe(), block_rows=settings.block_rows,
                      grid=patch_grid(h, w, prep), channels=backbone.config.embed_dim,
-                     registers=backbone.config.num_registers, layers=layers)
+                     registers=backbone.config.num_registers, layers=layers, hud=settings.hud)
     projections = None
     if settings.reduction.pca_dim and not settings.cache.exists():
         projections = _fit_pca(all_episodes, extractor, settings, log)

@@ -13,6 +13,7 @@ from data.profiles import GameProfile, load_profile
 
 
 MAX_BLOCK_ROWS = 8192
+HUD_CHOICES = ("keep", "distort")
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class ExtractSettings:
     reduction: Reduction = field(default_factory=Reduction)  # applied to the last block and to each of `layers`
     layers: tuple[int, ...] = ()  # earlier blocks (0-based) whose patch tokens are stored beside the last's
     variants: tuple[str, ...] | None = None  # None: every variant of the profile's augmentation spec
+    hud: str = "keep"  # keep: HUD rectangles (the minimap) come out of every variant as recorded; distort: not
     augment_seed: int = 0
     block_rows: int = 256
     batch_size: int = 64  # backbone batch; blocks are cut into batches of this size
@@ -41,6 +43,7 @@ class ExtractSettings:
         """Refuses a bad option before anything is read or written (so it never reaches a fingerprint)."""
         require(1 <= self.block_rows <= MAX_BLOCK_ROWS, "--block-rows", self.block_rows,
                 f"between 1 and {MAX_BLOCK_ROWS} frames (a block is one chunk, held in memory)")
+        require(self.hud in HUD_CHOICES, "--hud", self.hud, " or ".join(HUD_CHOICES))
         require(self.batch_size >= 1, "--batch-size", self.batch_size, "at least 1 frame")
         k, n = self.shard
         require(1 <= k <= n, "--shard", f"{k}/{n}", "K/N with K between 1 and N")

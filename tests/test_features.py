@@ -175,3 +175,43 @@ def test_cli_errors_are_one_line(recordings, tmp_path):
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "unknown variant(s) nope" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_hud_distort_augments_the_minimap_like_any_pixel_in_its_own_cache(recordings, tmp_path):
+    quiet = lambda *a: None  # noqa: E731
+    kept = extract(settings(recordings, tmp_path / "keep", bf16=False, variants=("clean", "flip")), log=quiet)
+    distorted = extract(settings(recordings, tmp_path / "distort", bf16=False, variants=("clean", "flip"),
+                                 hud="distort"), log=quiet)
+    assert kept.spec["hud"] == "keep" and distorted.spec["hud"] == "distort"
+    assert kept.fingerprint != distorted.fingerprint
+    with pytest.raises(UserError, match="fingerprint|settings"):  # one cache never mixes the two
+        extract(settings(recordings, tmp_path / "keep", bf16=False, variants=("clean", "flip"), hud="distort"),
+                log=quiet)
+
+    profile = load_profile("gta5")
+    extractor = FeatureExtractor(load_backbone("vit_tiny_test", "random"), PreprocessSettings(mode="pad"), bf16=False)
+    ep = {e.id: e for e in distorted.episodes()}["regular__a.zarr"]
+    start, stop = ep.block_range(0)
+    frames, keys, _ = Episode(ep.recording).read(int(ep.rows[start]), int(ep.rows[stop - 1]) + 1)
+    flipped, _ = apply_variant(frames, keys, profile.augment.variant("flip"), replace(profile, hud={}), seed=0,
+                               episode=ep.id, block=0)
+    rect = profile.hud["minimap"]
+    assert (flipped[:, rect.y0:rect.y1, rect.x0:rect.x1] != frames[:, rect.y0:rect.y1, rect.x0:rect.x1, ::-1]).any()
+    np.testing.assert_array_equal(ep.read("flip", start, stop)["patch"],
+                                  extractor(torch.from_numpy(flipped)).patch.half().numpy())
+    kept_ep = {e.id: e for e in kept.episodes()}["regular__a.zarr"]
+    np.testing.assert_array_equal(kept_ep.read("clean")["patch"], ep.read("clean")["patch"])
+    assert not np.array_equal(kept_ep.read("flip")["patch"], ep.read("flip")["patch"])
+
+
+def test_caches_made_before_the_hud_setting_keep_their_fingerprint():
+    from dataclasses import asdict
+    import hashlib
+    import json
+    from cache.store import CacheSpec
+    spec = CacheSpec(backbone="b", weights_digest="0", weights_label="l", weights_source="s", preprocess={},
+                     precision="fp32", augment="", augment_seed=0, reduction={}, block_rows=8, grid=(2, 3),
+                     channels=4, registers=0)
+    old = {k: v for k, v in asdict(spec).items() if k not in ("weights_label", "weights_source", "layers", "hud")}
+    assert spec.fingerprint() == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
+    assert replace(spec, hud="distort").fingerprint() != spec.fingerprint()

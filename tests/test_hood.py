@@ -207,6 +207,12 @@ def test_clis_take_the_hood_profile_and_refuse_traffic_elsewhere(tmp_path):
                           (["--traffic", "2"], "--traffic 2: the carracing")]:
         with pytest.raises(UserError, match=message):
             drive(["--ckpt", str(tmp_path / "none.pt")] + argv)
+    from tools.demo import main as demo
+    for argv, message in [(["--game", "carracing", "--traffic", "2"], "--traffic 2: the top-down view cannot draw"),
+                          (["--game", HOOD, "--traffic", "-1"], "--traffic -1: must be >= 0")]:
+        with pytest.raises(UserError, match=message):
+            demo(argv + ["--out", str(tmp_path / "demo")])
+    assert not (tmp_path / "demo").exists()
     record(["--game", HOOD, "--expert", "--minutes", "0.02", "--traffic", "0", "--out", str(tmp_path / "rec")])
     (path,) = (tmp_path / "rec").iterdir()
     assert Episode(path).profile == HOOD and len(Episode(path)) == 12

@@ -314,10 +314,11 @@ def test_record_cli_takeover_refuses_dagger_flags(tmp_path):
 
 
 def test_the_comparison_verdict_follows_the_projects_rule():
-    from drive.carracing.compare_corrections import verdict
+    from drive.carracing.verdict import verdict
     # gap 30; standard error sqrt(100/3 + 100/3) = 8.2: 3.7 standard errors
     assert verdict([110, 120, 130], [80, 90, 100]).endswith("+3.7 standard errors: **confirmed**")
     assert verdict([110, 120, 130], [100, 110, 120]).endswith("+1.2 standard errors: inconclusive")
+    assert verdict([80, 90, 100], [110, 120, 130]).endswith("-3.7 standard errors: **refuted**")
     assert "no verdict" in verdict([110], [100])
 
 

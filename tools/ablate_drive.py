@@ -23,11 +23,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--game", choices=("carracing", "carracing_hood"), default=d.game,
                    help="the embedded game's view (default: %(default)s; carracing_hood: hood camera, minimap, traffic)")
     p.add_argument("--traffic", type=int, help="traffic cars per track (default: the profile's)")
+    p.add_argument("--skip", nargs="+", default=[], metavar="ROW",
+                   help="rows to leave out, by name as in the table (e.g. gru \"patches + cls\"); the default row and "
+                        "the expert are always run")
     args = p.parse_args(argv)
     require(bool(args.seeds), "--seeds", args.seeds, "at least one training seed")
     s = replace(DemoSettings(), out=args.demo, tracks=args.tracks, steps=args.steps, minutes=args.minutes,
                 game=args.game, traffic=args.traffic)
-    print(run_ablation(s, args.out, args.seeds))
+    print(run_ablation(s, args.out, args.seeds, skip=tuple(args.skip)))
 
 
 if __name__ == "__main__":

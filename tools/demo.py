@@ -3,7 +3,7 @@ import argparse
 from pathlib import Path
 
 from data.errors import UserError, disk_faults, run_cli
-from drive.carracing.demo import __doc__ as RECIPE, DemoSettings, run
+from drive.carracing.demo import __doc__ as RECIPE, DEMO_VARIANTS, DemoSettings, run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,12 +24,16 @@ def main(argv: list[str] | None = None) -> None:
                    help="backbone; its DINOv2 weights if in the torch hub cache, else random (default: %(default)s)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: 1 on a CPU of at most 2 cores without "
                                                "fast bf16, where 2 threads collide with the demo's own; else torch's choice)")
+    p.add_argument("--game", choices=tuple(DEMO_VARIANTS), default=d.game,
+                   help="the embedded game's view (default: %(default)s; carracing_hood: hood camera, minimap, traffic)")
+    p.add_argument("--traffic", type=int, help="traffic cars per track on the hood view (default: the profile's)")
     args = p.parse_args(argv)
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out}: is a file; give a directory for the demo")
     settings = DemoSettings(out=args.out, minutes=args.minutes, steps=args.steps, tracks=args.tracks,
                             backbone=args.backbone, dagger_rounds=args.dagger_rounds,
-                            dagger_minutes=args.dagger_minutes, threads=args.threads)
+                            dagger_minutes=args.dagger_minutes, threads=args.threads,
+                            game=args.game, traffic=args.traffic)
     with disk_faults(args.out, kept="each step's finished output is kept: rerun to continue"):
         run(settings)
 

@@ -26,6 +26,7 @@ class Variation:
     tokens: str | None = None
     seq_len: int | None = None
     label_shift_s: float | None = None
+    variant_weights: tuple[tuple[str, float], ...] | None = None  # e.g. (("clean", 1.0),): no augmentation
 
 
 def default_grid(label_shift_s: float) -> list[Variation]:
@@ -47,7 +48,8 @@ def apply_variation(base: TrainSettings, v: Variation, seed: int, out_dir: Path)
     head = replace(base.head, kind=v.kind or base.head.kind)
     sampler = replace(base.sampler, tokens=v.tokens or base.sampler.tokens, seed=seed,
                       seq_len=v.seq_len or base.sampler.seq_len,
-                      label_shift_s=base.sampler.label_shift_s if v.label_shift_s is None else v.label_shift_s)
+                      label_shift_s=base.sampler.label_shift_s if v.label_shift_s is None else v.label_shift_s,
+                      variant_weights=v.variant_weights or base.sampler.variant_weights)
     return replace(base, head=head, sampler=sampler, out_dir=out_dir, seed=seed,
                    split=replace(base.split, seed=base.split.seed), resume=False, quiet=True)
 

@@ -29,6 +29,7 @@ from data.errors import UserError
 from drive.carracing.game import GameSettings
 from drive.carracing.corrections import GateSettings, TakeoverRecordSettings, record_takeover, takeover_prefix
 from drive.carracing.dagger import record_dagger
+from drive.carracing.verdict import verdict
 from drive.carracing.evaluate import evaluate_agent, evaluate_expert
 from drive.carracing.expert_recording import RecordSettings, episode_prefix, record_expert
 from drive.carracing.demo import DemoSettings, backbone_label, features, held_out, record, train_settings
@@ -158,16 +159,6 @@ def labelled_minutes(recordings: Path) -> dict[str, float]:
         if ep.context_frames:
             out["lead-up (context)"] = out.get("lead-up (context)", 0.0) + ep.context_frames / ep.fps / 60
     return out
-
-
-def verdict(a: list[float], b: list[float]) -> str:
-    """Gap of the means against its standard error over training seeds (both arms' seed-to-seed variance)."""
-    gap = float(np.mean(a) - np.mean(b))
-    se = float(np.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))) if min(len(a), len(b)) > 1 else 0.0
-    if se == 0:
-        return f"{gap:+.1f} / – (one seed: no verdict)"
-    word = "**confirmed**" if abs(gap) > 2 * se else "inconclusive"
-    return f"{gap:+.1f} / {se:.1f} = {gap / se:+.1f} standard errors: {word}"
 
 
 def run(s: CompareSettings) -> str:

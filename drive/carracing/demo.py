@@ -32,6 +32,7 @@ from data.errors import UserError, require
 from data.profiles import load_profile
 from data.split import SplitSettings
 from drive.carracing.game import GameSettings
+from drive.carracing.hood_game import game_view
 from drive.carracing.evaluate import evaluate_agent, evaluate_expert, format_table
 from drive.carracing.dagger import record_dagger
 from drive.carracing.expert_recording import RecordSettings, episode_prefix, record_expert
@@ -45,6 +46,11 @@ from train_head.contract import ControllerSettings
 from train_head.train import TrainSettings, train
 
 
+# flip evens out the bends (a track loops one way, so most turn alike); the seed's warp (frames shifted
+# sideways with a corrective steer) is meant for a camera behind the wheel, so only the hood view has it.
+DEMO_VARIANTS = {"carracing": ("clean", "flip"), "carracing_hood": ("clean", "flip", "warp")}
+
+
 @dataclass(frozen=True)
 class DemoSettings:
     out: Path = Path("runs/demo")
@@ -55,7 +61,7 @@ class DemoSettings:
     dagger_first_track: int = 500  # round r drives tracks 500 + 100 (r - 1), ...
     backbone: str = "dinov2_vits14"
     pca_dim: int | None = 96  # keeps the cache in RAM and the head quick on a CPU
-    variants: tuple[str, ...] = ("clean", "flip")  # flip evens out the bends: a track loops one way, so most turn alike
+    variants: tuple[str, ...] | None = None  # None: the game's (DEMO_VARIANTS)
     steps: int = 1000  # training steps of the final head; best.pt keeps the best val loss
     pilot_steps: int = 500  # ... of the heads that only drive for DAgger (their val loss bottoms out near 500)
     latency: float = 0.1  # thinking time of the agent while driving, and so the label shift
@@ -67,6 +73,10 @@ class DemoSettings:
     traffic: int | None = None  # traffic cars per track (None: the profile's; carracing_hood has 5)
     threads: int | None = None  # torch CPU threads; None: see demo_threads
 
+    @property
+    def variant_names(self) -> tuple[str, ...]:
+        return self.variants or DEMO_VARIANTS[self.game]
+
     def game_settings(self) -> GameSettings:
         return GameSettings(profile=self.game, traffic=self.traffic)
 
@@ -77,6 +87,10 @@ class DemoSettings:
         require(self.steps >= 1, "--steps", self.steps, "at least 1")
         require(self.tracks >= 1, "--tracks", self.tracks, "at least 1 held-out track")
         require(self.threads is None or self.threads >= 1, "--threads", self.threads, "at least 1")
+        require(self.game in DEMO_VARIANTS, "--game", self.game, f"one of {', '.join(DEMO_VARIANTS)}")
+        require(self.traffic is None or self.traffic >= 0, "--traffic", self.traffic, ">= 0 cars")
+        if self.traffic is not None and self.game == "carracing":
+            raise UserError(f"--traffic {self.traffic}: the top-down view cannot draw traffic; add --game carracing_hood")
         backbone_config(self.backbone)  # an unknown name fails now, not after minutes of recording
 
 
@@ -150,8 +164,10 @@ def check_frame_size(recordings: Path, s: DemoSettings) -> None:
         raise UserError(f"{first}: recorded with the {profile} profile, not {s.game}; remove {s.out} or pass another --out")
 
 
-def features(s: DemoSettings, log, backbone: str | None = None, cache: Path | None = None) -> tuple[Path, str]:
-    """Stage 1 into OUT/cache (resumes; nothing to do when complete). Returns the cache and the weights used."""
+def features(s: DemoSettings, log, backbone: str | None = None, cache: Path | None = None,
+             hud: str = "keep") -> tuple[Path, str]:
+    """Stage 1 into OUT/cache (resumes; nothing to do when complete). Returns the cache and the weights used.
+    hud="distort": the minimap augmented like any other pixels (extract_features --hud)."""
     backbone = backbone or s.backbone
     cache = cache or s.out / "cache"
     weights = "none" if backbone == RAW_PATCHES else demo_weights(backbone)
@@ -161,7 +177,7 @@ def features(s: DemoSettings, log, backbone: str | None = None, cache: Path | No
               + "!" * 78 + "\n", flush=True)
     log(f"extracting {backbone} features into {cache}")
     extract(ExtractSettings(recordings=[s.out / "recordings"], cache=cache, backbone=backbone, weights=weights,
-                            reduction=Reduction(pca_dim=s.pca_dim), variants=s.variants, block_rows=128,
+                            reduction=Reduction(pca_dim=s.pca_dim), variants=s.variant_names, hud=hud, block_rows=128,
                             batch_size=32, bf16=fast_bf16(pick_device("auto")) and backbone != RAW_PATCHES))
     return cache, weights
 
@@ -250,10 +266,12 @@ def run(s: DemoSettings) -> str:
     with times("held-out tracks: the expert drives"):
         expert = evaluate_expert(seeds, latency=s.latency, game_settings=s.game_settings())
     table = format_table({"agent": agent, "expert": expert}, compare=("agent", "expert"))
-    report = (f"# Demo: CarRacing, expert vs agent on held-out tracks\n\n"
+    cars = game_view(load_profile(s.game), s.traffic)[1]
+    view = "top-down view" if s.game == "carracing" else f"hood camera, minimap, {cars} traffic cars a track"
+    report = (f"# Demo: CarRacing ({s.game}: {view}), expert vs agent on held-out tracks\n\n"
               f"backbone: {backbone_label(s.backbone, weights)}; {s.minutes:g} min of expert demos (pushed off "
               f"the line every ~{s.perturb_every:g} s), then {s.dagger_rounds} DAgger round(s) of "
-              f"{s.dagger_minutes:g} min; variants {', '.join(s.variants)}; PCA {s.pca_dim}; head lstm/patches "
+              f"{s.dagger_minutes:g} min; variants {', '.join(s.variant_names)}; PCA {s.pca_dim}; head lstm/patches "
               f"seq {s.seq_len} stride {s.stride_s} s; {s.steps} steps ({s.pilot_steps} before DAgger); latency "
               f"{s.latency} s (fixed, reproducible); proportional steering and gas\n\n{table}\n"
               f"wall time {time.perf_counter() - start:.0f} s on {machine}\n\n"
