@@ -82,9 +82,9 @@ def episode_frames(episode):
 def test_a_cache_without_layers_keeps_its_fingerprint_and_reads(tmp_path):
     cache = extract_tiny(tmp_path)
     spec = dict(cache.spec)
-    old = {k: v for k, v in spec.items() if k not in ("weights_label", "weights_source", "layers")}
+    old = {k: v for k, v in spec.items() if k not in ("weights_label", "weights_source", "layers", "hud")}
     assert cache.fingerprint == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
-    cache.group.attrs["spec"] = {k: v for k, v in spec.items() if k != "layers"}  # as caches were written before
+    cache.group.attrs["spec"] = {k: v for k, v in spec.items() if k not in ("layers", "hud")}  # as caches were written before
     reopened = FeatureCache.open(cache.path)
     assert reopened.layers == ()
     segments = [Segment(path=str(reopened.episodes()[0].recording), start=0, stop=24)]
