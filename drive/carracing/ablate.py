@@ -185,5 +185,6 @@ def run_ablation(s: DemoSettings, out: Path, seeds: list[int], skip: tuple[str, 
     write_text(out / "ablation.md", f"{table}\n\n{claims}\n\n{note}\n")
     write_json(out / "results.json", rows, indent=1, default=str)
     plot(rows, out / "ablation.png", keys=(("val BCE", "val_bce"), ("closed-loop reward", "reward"),
-                                           ("tiles %", "tiles")), title=f"backbone: {backbone_label(s.backbone, weights)}")
+                                           ("tiles %", "tiles")), title=f"{s.game} ({traffic} traffic cars), {len(tracks)} held-out tracks, training seeds "
+                                           f"{', '.join(map(str, seeds))}; backbone: {backbone_label(s.backbone, weights)}")
     return f"{table}\n\n{claims}\n\n{note}"
