@@ -115,7 +115,6 @@ def run_ablation(s: DemoSettings, out: Path, seeds: list[int], skip: tuple[str, 
     start = time.perf_counter()
     log = lambda what: print(f"[{time.perf_counter() - start:6.0f} s] {what}", flush=True)  # noqa: E731
     grid = default_grid(s.latency)
-    default_name = grid[0].name
     optional = [v.name for v in grid[1:]] + ["thresholded steering", "thresholded gas", HUD_DISTORTED,
                                              NO_AUGMENTATION, NO_TRAFFIC, CONTROL]
     unknown = sorted(set(skip) - set(optional))
@@ -184,7 +183,8 @@ def run_ablation(s: DemoSettings, out: Path, seeds: list[int], skip: tuple[str, 
             f"minus) twice its standard error. wall time {time.perf_counter() - start:.0f} s")
     write_text(out / "ablation.md", f"{table}\n\n{claims}\n\n{note}\n")
     write_json(out / "results.json", rows, indent=1, default=str)
-    plot(rows, out / "ablation.png", keys=(("val BCE", "val_bce"), ("closed-loop reward", "reward"),
-                                           ("tiles %", "tiles")), title=f"{s.game} ({traffic} traffic cars), {len(tracks)} held-out tracks, training seeds "
-                                           f"{', '.join(map(str, seeds))}; backbone: {backbone_label(s.backbone, weights)}")
+    title = (f"{s.game} ({traffic} traffic cars), {len(tracks)} held-out tracks, training seeds "
+             f"{', '.join(map(str, seeds))}; backbone: {backbone_label(s.backbone, weights)}")
+    plot(rows, out / "ablation.png", keys=(("val BCE", "val_bce"), ("closed-loop reward", "reward"), ("tiles %", "tiles")),
+         title=title)
     return f"{table}\n\n{claims}\n\n{note}"
