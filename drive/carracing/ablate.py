@@ -136,9 +136,10 @@ def run_ablation(s: DemoSettings, out: Path, seeds: list[int], skip: tuple[str, 
     def ckpts(row: dict) -> list[Path]:
         return [Path(r["dir"]) / "best.pt" for r in row["runs"]]
 
-    def trained(v: Variation, base_settings=base) -> dict | None:
+    def trained(v: Variation, own_cache=None) -> dict | None:
+        """own_cache() -> the cache this row trains on instead of the demo's; made only when the row is."""
         def make():
-            row = run_grid(base_settings, [v], seeds, out, log=log)[0]
+            row = run_grid(replace(base, cache=own_cache()) if own_cache else base, [v], seeds, out, log=log)[0]
             log(f"driving: {row['name']}")
             return {**row, **closed_loop(ckpts(row), tracks, s.latency, game_settings=game)}
         return keep(v.name, make)
@@ -155,15 +156,13 @@ def run_ablation(s: DemoSettings, out: Path, seeds: list[int], skip: tuple[str, 
             driven_by_default("thresholded gas", {"proportional_gas": False}),
             *[trained(v) for v in grid[1:] if v.name not in extra]]
     if profile.hud:
-        distorted = None if HUD_DISTORTED in skip else features(s, log, cache=s.out / "cache-hud-distorted",
-                                                                 hud="distort")[0]
-        rows += [trained(Variation(HUD_DISTORTED), replace(base, cache=distorted) if distorted else base),
+        rows += [trained(Variation(HUD_DISTORTED),
+                         lambda: features(s, log, cache=s.out / "cache-hud-distorted", hud="distort")[0]),
                  trained(Variation(NO_AUGMENTATION, variant_weights=(("clean", 1.0),)))]
     if traffic:
         rows.append(driven_by_default(NO_TRAFFIC, game_settings=replace(game, traffic=0)))
-    control_cache = None if CONTROL in skip else features(s, log, backbone=RAW_PATCHES,
-                                                          cache=s.out / "cache-raw-patches")[0]
-    rows.append(trained(Variation(CONTROL), replace(base, cache=control_cache) if control_cache else base))
+    rows.append(trained(Variation(CONTROL),
+                        lambda: features(s, log, backbone=RAW_PATCHES, cache=s.out / "cache-raw-patches")[0]))
     rows.append(keep(EXPERT, lambda: {
         "name": EXPERT, "variation": {}, "runs": [], "seed_rewards": [],
         **_spread(evaluate_expert(tracks, latency=s.latency, game_settings=game))}))
