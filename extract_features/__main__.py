@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0, help="augmentation seed (default: %(default)s)")
     p.add_argument("--block-rows", type=int, default=ExtractSettings.block_rows, help="frames per committed block")
     p.add_argument("--batch-size", type=int, default=ExtractSettings.batch_size, help="backbone batch size")
+    p.add_argument("--workers", type=int, default=ExtractSettings.workers,
+                   help="backbone batches run at once, sharing out torch's CPU threads; on a CPU of few cores, one "
+                        "per core keeps every core busy even while other work takes one (default: %(default)s)")
     p.add_argument("--shard", type=parse_shard, default=(1, 1), metavar="K/N", help="extract only shard K of N")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
     p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         recordings=args.recordings, cache=args.cache, backbone=args.backbone, weights=args.weights,
         profile=args.profile, reduction=Reduction(), layers=args.layers,
         variants=tuple(args.variants.split(",")) if args.variants else None, augment_seed=args.seed, hud=args.hud,
-        block_rows=args.block_rows, batch_size=args.batch_size, shard=args.shard, device=args.device,
+        block_rows=args.block_rows, batch_size=args.batch_size, shard=args.shard, workers=args.workers, device=args.device,
         bf16={"auto": None, "on": True, "off": False}[args.bf16], compile=args.compile, refresh=args.refresh, kinds=tuple(args.kind) if args.kind else None,
         strict=args.strict)
     episodes, profile = select_episodes(settings)

@@ -5,6 +5,7 @@ main thread, and a writer thread (cache). Work is committed block by block, so a
 where it stopped and ends with the same bytes as an uninterrupted one.
 """
 import queue
+from contextlib import contextmanager
 import threading
 from dataclasses import asdict, dataclass, replace
 
@@ -79,11 +80,25 @@ def extract(settings: ExtractSettings, log=print, free_disk=None,
         log(f"{len(mine)} episodes ({len(all_episodes)} in all), variants {', '.join(variants)}: "
             f"{total} frames to extract into {settings.cache}")
         if total:
-            damaged = _run(work, profile, extractor, cache, settings, total)
+            with _threads_per_worker(device, settings.workers):
+                damaged = _run(work, profile, extractor, cache, settings, total)
             for episode_id, problem in damaged.items():
                 cache.remove_episode(episode_id)  # half-extracted: the rerun after a fix starts it afresh
                 log(f"warning: skipped {problem}")
     return cache
+
+
+@contextmanager
+def _threads_per_worker(device: torch.device, workers: int):
+    """On a CPU, the torch threads shared out among the backbone workers, so that together they use as many
+    cores as one would (more threads than cores make every operation wait for the slowest)."""
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and workers > 1:
+        torch.set_num_threads(max(1, threads // workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def check_layers(layers: tuple[int, ...], backbone: str) -> tuple[int, ...]:
@@ -159,10 +174,12 @@ def _plan(cache: FeatureCache, episodes: list[EpisodeInfo], variants: list[str],
 def _run(work: list[_Work], profile: GameProfile, extractor, cache: FeatureCache, settings: ExtractSettings,
          total: int) -> dict[str, str]:
     """Extract every work item; returns {episode id: problem} of the recordings found damaged on reading
-    (a chunk that does not decode), whose remaining work is skipped (refused with settings.strict)."""
+    (a chunk that does not decode), whose remaining work is skipped (refused with settings.strict).
+    settings.workers threads run the backbone, each on its own items (the main thread is one of them)."""
     damaged: dict[str, str] = {}
-    inbox: queue.Queue = queue.Queue(maxsize=4)
-    outbox: queue.Queue = queue.Queue(maxsize=4)
+    workers = settings.workers
+    inbox: queue.Queue = queue.Queue(maxsize=4 * workers)
+    outbox: queue.Queue = queue.Queue(maxsize=4 * workers)
     failure: list[BaseException] = []
     halt = threading.Event()
     pin = extractor.device.type == "cuda"
@@ -193,7 +210,8 @@ def _run(work: list[_Work], profile: GameProfile, extractor, cache: FeatureCache
         except BaseException as e:
             failure.append(e)
         finally:
-            inbox.put(None)
+            for _ in range(workers):
+                inbox.put(None)
 
     def write() -> None:
         try:
@@ -202,42 +220,69 @@ def _run(work: list[_Work], profile: GameProfile, extractor, cache: FeatureCache
                 item.episode.write_block(variant, item.block, arrays)
         except BaseException as e:
             failure.append(e)
-            while outbox.get() is not None:  # keep draining so the main thread never blocks
+            while outbox.get() is not None:  # keep draining so the compute threads never block
                 pass
 
-    threads = [threading.Thread(target=read, daemon=True), threading.Thread(target=write, daemon=True)]
-    for t in threads:
-        t.start()
     bar = progress(total=total, unit="frame", desc="extracting", enabled=settings.progress)
-    try:
-        while (job := inbox.get()) is not None:
+    counted = threading.Lock()
+
+    def compute() -> None:
+        while not halt.is_set() and not failure and (job := inbox.get()) is not None:
             item, variant, frames = job
-            parts = [extractor(frames[i:i + settings.batch_size]) for i in range(0, len(frames), settings.batch_size)]
-            arrays = {}
-            for i, layer in enumerate((LAST, *cache.layers)):
-                patch = torch.cat([p.patch if layer == LAST else p.layers[i - 1] for p in parts])
-                reduced = reduce_tokens(patch, cache.reduction, cache.projections.get(layer))
-                patch_name, scale_name = layer_arrays(layer)
-                arrays[patch_name] = reduced["patch"]
-                if "scale" in reduced:
-                    arrays[scale_name] = reduced["scale"]
-            arrays["cls"] = torch.cat([p.cls for p in parts]).half().cpu().numpy()
-            if cache.spec["registers"]:
-                arrays["registers"] = torch.cat([p.registers for p in parts]).half().cpu().numpy()
-            outbox.put((item, variant, arrays))
-            bar.update(len(frames))
-            if failure:
-                break
+            outbox.put((item, variant, _encode(frames, extractor, cache, settings.batch_size)))
+            with counted:
+                bar.update(len(frames))
+
+    def helper() -> None:
+        try:
+            compute()
+        except BaseException as e:
+            failure.append(e)
+
+    reader, writer = threading.Thread(target=read, daemon=True), threading.Thread(target=write, daemon=True)
+    helpers = [threading.Thread(target=helper, daemon=True) for _ in range(workers - 1)]
+    for t in (reader, writer, *helpers):
+        t.start()
+    try:
+        compute()  # on the main thread, so that Ctrl+C stops it between two operations
+        for t in helpers:
+            t.join()
     finally:
         halt.set()
-        while threads[0].is_alive():  # unblock a reader waiting on a full inbox
+        while reader.is_alive():  # unblock a reader waiting on a full inbox
             try:
                 inbox.get(timeout=0.1)
             except queue.Empty:
                 pass
+        try:
+            while True:
+                inbox.get_nowait()
+        except queue.Empty:
+            pass
+        for _ in helpers:  # wakes a helper waiting for work that will not come
+            inbox.put(None)
+        for t in helpers:
+            t.join()
         outbox.put(None)
-        threads[1].join()
+        writer.join()
         bar.close()
     if failure:
         raise failure[0]
     return damaged
+
+
+def _encode(frames: torch.Tensor, extractor, cache: FeatureCache, batch_size: int) -> dict[str, np.ndarray]:
+    """One block of one variant through the backbone, in batches: the arrays the cache stores for it."""
+    parts = [extractor(frames[i:i + batch_size]) for i in range(0, len(frames), batch_size)]
+    arrays = {}
+    for i, layer in enumerate((LAST, *cache.layers)):
+        patch = torch.cat([p.patch if layer == LAST else p.layers[i - 1] for p in parts])
+        reduced = reduce_tokens(patch, cache.reduction, cache.projections.get(layer))
+        patch_name, scale_name = layer_arrays(layer)
+        arrays[patch_name] = reduced["patch"]
+        if "scale" in reduced:
+            arrays[scale_name] = reduced["scale"]
+    arrays["cls"] = torch.cat([p.cls for p in parts]).half().cpu().numpy()
+    if cache.spec["registers"]:
+        arrays["registers"] = torch.cat([p.registers for p in parts]).half().cpu().numpy()
+    return arrays

@@ -31,6 +31,7 @@ class ExtractSettings:
     block_rows: int = 256
     batch_size: int = 64  # backbone batch; blocks are cut into batches of this size
     shard: tuple[int, int] = (1, 1)  # (K, N): this process extracts episodes K, K+N, K+2N, ...
+    workers: int = 1  # threads running the backbone at once, sharing out torch's CPU threads (2-core CPUs: 2)
     device: str = "auto"
     bf16: bool | None = None  # None: where it is fast (backbone.fast_bf16: CUDA, CPUs with AVX512-BF16/AMX)
     compile: bool = False
@@ -45,6 +46,7 @@ class ExtractSettings:
                 f"between 1 and {MAX_BLOCK_ROWS} frames (a block is one chunk, held in memory)")
         require(self.hud in HUD_CHOICES, "--hud", self.hud, " or ".join(HUD_CHOICES))
         require(self.batch_size >= 1, "--batch-size", self.batch_size, "at least 1 frame")
+        require(self.workers >= 1, "--workers", self.workers, "at least 1 thread")
         k, n = self.shard
         require(1 <= k <= n, "--shard", f"{k}/{n}", "K/N with K between 1 and N")
 

@@ -1,5 +1,8 @@
 """`make demo` end to end at toy size: expert demos, stage 1, a pilot head per DAgger round, the rounds,
 the final head, the table; a second run finds every step done."""
+import shutil
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -9,7 +12,8 @@ from data.profiles import load_profile
 from extract_features.device import cpu_features_text, cpu_model
 from extract_features.models import RAW_PATCHES
 from tests.test_agent import write_profile_episode
-from drive.carracing.demo import DemoSettings, StageTimes, demo_threads, run
+from drive.carracing.demo import (CpuPlan, DemoSettings, StageTimes, cpu_plan, dagger_round, drive_held_out,
+                                  learn, run)
 
 
 def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
@@ -61,13 +65,58 @@ def test_stage_times_add_up_the_rounds_of_each_stage():
     assert times.table().splitlines()[2:] == ["| stage 1 | 4 |", "| training | 5 |", "| all | 8 |"]
 
 
-def test_one_thread_on_a_two_core_cpu_without_fast_bf16(monkeypatch):
+def test_one_thread_per_core_and_a_worker_per_core_on_a_two_core_cpu_without_fast_bf16(monkeypatch):
     cpu, d = torch.device("cpu"), DemoSettings()
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")  # an AVX2-only CPU
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert demo_threads(d, cpu, cores=2) == 1 and demo_threads(d, cpu, cores=1) == 1
-    assert demo_threads(d, cpu, cores=4) == 2  # more cores: torch's choice
-    assert demo_threads(DemoSettings(threads=2), cpu, cores=2) == 2  # --threads wins
+    assert cpu_plan(d, cpu, cores=2) == CpuPlan(threads=1, workers=2) and cpu_plan(d, cpu, cores=1) == CpuPlan(1, 1)
+    assert cpu_plan(d, cpu, cores=4) == CpuPlan(2, 2)  # more cores: torch's choice of threads, and cores filled
+    assert cpu_plan(DemoSettings(threads=2), cpu, cores=2) == CpuPlan(2, 1)  # --threads wins
+    assert cpu_plan(DemoSettings(workers=1), cpu, cores=2) == CpuPlan(1, 1)  # --workers too
+    assert cpu_plan(d, torch.device("cuda"), cores=2).workers == 1
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    assert demo_threads(d, cpu, cores=2) == 2  # fast bf16: as the demo's 13 minutes were measured
+    assert cpu_plan(d, cpu, cores=2) == CpuPlan(2, 1)  # fast bf16: as the demo's 13 minutes were measured
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A toy demo's final head and settings (raw patches, 1 held-out track)."""
+    s = DemoSettings(out=tmp_path_factory.mktemp("demo") / "demo", minutes=0.5, backbone=RAW_PATCHES, pca_dim=8,
+                     steps=10, pilot_steps=10, dagger_rounds=0, tracks=1, workers=1)
+    _, _, ckpt = learn(s, lambda *a: None)
+    return s, ckpt
+
+
+def test_two_workers_drive_the_held_out_tracks_as_one_does(trained):
+    s, ckpt = trained
+    s = replace(s, tracks=3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each worker process runs
+    try:
+        alone = drive_held_out(s, ckpt)
+    finally:
+        torch.set_num_threads(threads)
+    (s.out / "drive.mp4").unlink()
+    together = drive_held_out(s, ckpt, workers=2, threads=1)
+    assert [r.seed for r in together] == [1000, 1001, 1002]
+    assert [(r.reward, r.steps) for r in together] == [(r.reward, r.steps) for r in alone]
+    assert (s.out / "drive.mp4").exists()  # the first track's video, from the first worker
+
+
+def test_a_dagger_round_in_two_processes_records_its_minutes_on_tracks_of_its_own_and_resumes(trained, capsys):
+    s, ckpt = trained
+    s = replace(s, dagger_minutes=1.0)  # two halves of 0.5 min
+    dagger_round(s, ckpt, 1, print, workers=2, threads=1)
+    assert "2 processes at once" in capsys.readouterr().out
+    recordings = s.out / "recordings"
+    parts = {seed: [Episode(p) for p in recordings.glob(f"dagger-seed{seed}-*")] for seed in (500, 550)}
+    assert all(parts.values()) and sum(len(ep) for eps in parts.values() for ep in eps) == 600
+    assert {ep.attrs["track_seed"] for ep in parts[550]} <= set(range(550, 600))
+    for p in recordings.glob("dagger-seed550-*"):  # the second process was killed before it wrote anything
+        shutil.rmtree(p)
+    dagger_round(s, ckpt, 1, print, workers=2, threads=1)
+    assert "processes at once" not in capsys.readouterr().out  # only the missing half
+    assert sum(len(Episode(p)) for p in recordings.glob("dagger-seed550-*")) == 300
+    dagger_round(s, ckpt, 1, print, workers=2, threads=1)
+    assert "DAgger round 1 already recorded" in capsys.readouterr().out

@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -125,6 +126,44 @@ def test_shards_union_to_the_full_cache(recordings, tmp_path):
     extract(settings(recordings, sharded, variants=("clean", "flip"), shard=(2, 2)), log=lambda *a: None)
     a, b = all_arrays(full), all_arrays(sharded)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_two_backbone_workers_write_the_same_cache_and_give_the_threads_back(recordings, tmp_path, monkeypatch):
+    one = extract(settings(recordings, tmp_path / "one", bf16=False), log=lambda *a: None)
+    threads, seen = torch.get_num_threads(), []
+    call = FeatureExtractor.__call__
+
+    def recording_thread(self, frames):
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return call(self, frames)
+
+    monkeypatch.setattr(FeatureExtractor, "__call__", recording_thread)
+    torch.set_num_threads(4)
+    try:
+        two = extract(settings(recordings, tmp_path / "two", bf16=False, workers=2), log=lambda *a: None)
+        assert torch.get_num_threads() == 4  # shared out as 2 + 2 while extracting, then given back
+    finally:
+        torch.set_num_threads(threads)
+    assert len({name for name, _ in seen}) == 2 and {n for _, n in seen} == {2}
+    a, b = all_arrays(one.path), all_arrays(two.path)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_a_failing_backbone_worker_stops_the_extraction_with_its_error(recordings, tmp_path, monkeypatch):
+    call, failed = FeatureExtractor.__call__, threading.Event()
+
+    def fails_on_a_helper(self, frames):
+        if threading.current_thread() is not threading.main_thread():
+            failed.set()
+            raise RuntimeError("out of memory in a helper")
+        failed.wait(timeout=30)  # the helper surely takes an item before the main thread is done
+        return call(self, frames)
+
+    monkeypatch.setattr(FeatureExtractor, "__call__", fails_on_a_helper)
+    with pytest.raises(RuntimeError, match="out of memory in a helper"):
+        extract(settings(recordings, tmp_path / "cache", workers=2), log=lambda *a: None)
+    cache = FeatureCache.open(tmp_path / "cache")
+    assert not all(e.complete() for e in cache.episodes())  # stopped, and a rerun redoes the missing blocks
 
 
 SLOW_EXTRACT = textwrap.dedent("""

@@ -22,8 +22,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tracks", type=int, default=d.tracks, help="held-out tracks to drive (default: %(default)s)")
     p.add_argument("--backbone", default=d.backbone,
                    help="backbone; its DINOv2 weights if in the torch hub cache, else random (default: %(default)s)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: 1 on a CPU of at most 2 cores without "
-                                               "fast bf16, where 2 threads collide with the demo's own; else torch's choice)")
+    p.add_argument("--threads", type=int, help="torch CPU threads of each worker (default: 1 on a CPU of at most 2 "
+                                               "cores without fast bf16, where 2 threads collide with the demo's own; "
+                                               "else torch's choice)")
+    p.add_argument("--workers", type=int, help="backbones at once: stage-1 threads, and processes driving the DAgger "
+                                               "and held-out tracks (default: on a CPU, cores / threads; on a GPU 1)")
     p.add_argument("--game", choices=tuple(DEMO_VARIANTS), default=d.game,
                    help="the embedded game's view (default: %(default)s; carracing_hood: hood camera, minimap, traffic)")
     p.add_argument("--traffic", type=int, help="traffic cars per track on the hood view (default: the profile's)")
@@ -32,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError(f"--out {args.out}: is a file; give a directory for the demo")
     settings = DemoSettings(out=args.out, minutes=args.minutes, steps=args.steps, tracks=args.tracks,
                             backbone=args.backbone, dagger_rounds=args.dagger_rounds,
-                            dagger_minutes=args.dagger_minutes, threads=args.threads,
+                            dagger_minutes=args.dagger_minutes, threads=args.threads, workers=args.workers,
                             game=args.game, traffic=args.traffic)
     with disk_faults(args.out, kept="each step's finished output is kept: rerun to continue"):
         run(settings)

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cache.reduce import Reduction
@@ -35,6 +36,7 @@ from drive.carracing.game import GameSettings
 from drive.carracing.hood_game import game_view
 from drive.carracing.evaluate import evaluate_agent, evaluate_expert, format_table
 from drive.carracing.dagger import record_dagger
+from drive.carracing.workers import in_processes
 from drive.carracing.expert_recording import RecordSettings, episode_prefix, record_expert
 from extract_features.device import cpu_features_text, cpu_model, fast_bf16, pick_device, precision_name
 from extract_features.models import RAW_PATCHES, backbone_config
@@ -71,7 +73,8 @@ class DemoSettings:
     first_track: int = 1000
     game: str = "carracing"  # the embedded game's profile: carracing (top-down) or carracing_hood (hood camera)
     traffic: int | None = None  # traffic cars per track (None: the profile's; carracing_hood has 5)
-    threads: int | None = None  # torch CPU threads; None: see demo_threads
+    threads: int | None = None  # torch CPU threads of each worker; None: see cpu_plan
+    workers: int | None = None  # backbones running at once (stage 1, the drives); None: see cpu_plan
 
     @property
     def variant_names(self) -> tuple[str, ...]:
@@ -87,6 +90,7 @@ class DemoSettings:
         require(self.steps >= 1, "--steps", self.steps, "at least 1")
         require(self.tracks >= 1, "--tracks", self.tracks, "at least 1 held-out track")
         require(self.threads is None or self.threads >= 1, "--threads", self.threads, "at least 1")
+        require(self.workers is None or self.workers >= 1, "--workers", self.workers, "at least 1")
         require(self.game in DEMO_VARIANTS, "--game", self.game, f"one of {', '.join(DEMO_VARIANTS)}")
         require(self.traffic is None or self.traffic >= 0, "--traffic", self.traffic, ">= 0 cars")
         if self.traffic is not None and self.game == "carracing":
@@ -113,27 +117,47 @@ class StageTimes:
         return "\n".join(["| stage | seconds |", "|---|---:|", *rows, f"| all | {sum(self.seconds.values()):.0f} |"])
 
 
-def demo_threads(s: DemoSettings, device: torch.device, cores: int | None = None) -> int:
-    """Torch CPU threads for the demo: s.threads, else 1 on a CPU of at most 2 cores without fast bf16, else
-    torch's choice. With 2 threads on 2 cores every op waits at a barrier for a thread that the demo's own
-    reader, writer or game thread (or anything else) has taken the core from: ViT-S/14 at 168x112 (AVX2
-    kernels, a shared 2-core machine) took 1084 ms/frame at batch 1 and 116 at batch 16 with 2 threads,
-    41 and 36 with 1. An idle machine was not available to measure what 1 thread costs there, so CPUs
-    with fast bf16 (where the demo's 13 minutes were measured with 2 threads) keep torch's choice."""
-    if s.threads is not None:
-        return s.threads
+@dataclass(frozen=True)
+class CpuPlan:
+    """How the demo spreads over the CPU: `workers` backbones at once (stage-1 threads; processes that drive
+    tracks), each with `threads` torch threads. Training runs in one process with `threads`."""
+
+    threads: int
+    workers: int = 1
+
+
+def cpu_plan(s: DemoSettings, device: torch.device, cores: int | None = None) -> CpuPlan:
+    """threads: s.threads, else 1 on a CPU of at most 2 cores without fast bf16, else torch's choice.
+    workers: s.workers, else as many as fill the cores on a CPU (1 on a GPU).
+
+    With 2 threads on 2 cores every op waits at a barrier for a thread that the demo's own reader, writer or
+    game thread (or anything else) has taken the core from: ViT-S/14 at 168x112 (AVX2 kernels, a shared
+    2-core machine) took 1084 ms/frame at batch 1 and 116 at batch 16 with 2 threads, 41 and 36 with 1.
+    Two workers of one thread each use both cores without that barrier: 1.9x the frames/s of one (same
+    kernels, idle machine, batch 32 and batch 1). CPUs with fast bf16 (where the demo's 13 minutes were measured with 2 threads)
+    keep torch's choice and so one worker on 2 cores."""
     cores = cores or os.cpu_count() or 1
-    if device.type == "cpu" and cores <= 2 and not fast_bf16(device):
-        return 1
-    return torch.get_num_threads()
+    if s.threads is not None:
+        threads = s.threads
+    elif device.type == "cpu" and cores <= 2 and not fast_bf16(device):
+        threads = 1
+    else:
+        threads = torch.get_num_threads()
+    if s.workers is not None:
+        workers = s.workers
+    else:
+        workers = max(1, cores // threads) if device.type == "cpu" else 1
+    return CpuPlan(threads, workers)
 
 
-def machine_line() -> str:
+def machine_line(plan: CpuPlan) -> str:
     """The CPU, the features torch found on it and the backbone precision they give, e.g. for a slow demo."""
     device = pick_device("auto")
     why = "" if fast_bf16(device) or device.type != "cpu" else " (bf16 would be several times slower here)"
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
-    return f"{where}; CPU {cpu_model()}, {torch.get_num_threads()} threads, {cpu_features_text()}; backbone in {precision_name(fast_bf16(device))}{why}"
+    threads = f"{plan.threads} thread{'s' if plan.threads > 1 else ''}" + (f" x {plan.workers} workers" if plan.workers > 1 else "")
+    return (f"{where}; CPU {cpu_model()}, {threads}, {cpu_features_text()}; "
+            f"backbone in {precision_name(fast_bf16(device))}{why}")
 
 
 def demo_weights(backbone: str) -> str:
@@ -165,7 +189,7 @@ def check_frame_size(recordings: Path, s: DemoSettings) -> None:
 
 
 def features(s: DemoSettings, log, backbone: str | None = None, cache: Path | None = None,
-             hud: str = "keep") -> tuple[Path, str]:
+             hud: str = "keep", workers: int = 1) -> tuple[Path, str]:
     """Stage 1 into OUT/cache (resumes; nothing to do when complete). Returns the cache and the weights used.
     hud="distort": the minimap augmented like any other pixels (extract_features --hud)."""
     backbone = backbone or s.backbone
@@ -178,7 +202,7 @@ def features(s: DemoSettings, log, backbone: str | None = None, cache: Path | No
     log(f"extracting {backbone} features into {cache}")
     extract(ExtractSettings(recordings=[s.out / "recordings"], cache=cache, backbone=backbone, weights=weights,
                             reduction=Reduction(pca_dim=s.pca_dim), variants=s.variant_names, hud=hud, block_rows=128,
-                            batch_size=32, bf16=fast_bf16(pick_device("auto")) and backbone != RAW_PATCHES))
+                            batch_size=32, workers=workers, bf16=fast_bf16(pick_device("auto")) and backbone != RAW_PATCHES))
     return cache, weights
 
 
@@ -218,34 +242,58 @@ def train_round(s: DemoSettings, cache: Path, r: int, log) -> Path:
     return directory / "best.pt"
 
 
-def dagger_round(s: DemoSettings, ckpt: Path, r: int, log) -> None:
-    """The agent of `ckpt` drives fresh tracks; the expert's keys for what it sees join the recordings."""
+def dagger_round(s: DemoSettings, ckpt: Path, r: int, log, workers: int = 1, threads: int = 1) -> None:
+    """The agent of `ckpt` drives fresh tracks; the expert's keys for what it sees join the recordings.
+    With workers, up to that many processes drive at once (each at least half a minute, on its own tracks)."""
     seed = s.dagger_first_track + 100 * (r - 1)
+    parts = max(1, min(workers, int(s.dagger_minutes * 2)))
     recordings = s.out / "recordings"
-    if any(p.name.startswith(episode_prefix(seed, "dagger")) for p in recordings.iterdir()):
+    settings = RecordSettings(latency=s.latency, perturb_every=0.0, game=s.game_settings())
+    jobs = [dict(ckpt=ckpt, out_dir=recordings, minutes=s.dagger_minutes / parts, seed=part_seed, settings=settings,
+                 log=quiet)
+            for part_seed in dagger_seeds(seed, parts)
+            if not any(p.name.startswith(episode_prefix(part_seed, "dagger")) for p in recordings.iterdir())]
+    if not jobs:
         log(f"DAgger round {r} already recorded")
         return
-    log(f"DAgger round {r}: the agent drives {s.dagger_minutes:g} min (tracks {seed}+), the expert labels")
-    record_dagger(ckpt, recordings, s.dagger_minutes, seed,
-                  RecordSettings(latency=s.latency, perturb_every=0.0, game=s.game_settings()),
-                  log=lambda *a: None)
+    log(f"DAgger round {r}: the agent drives {s.dagger_minutes:g} min (tracks {seed}+), the expert labels"
+        + (f"; {len(jobs)} processes at once" if len(jobs) > 1 else ""))
+    in_processes(record_dagger, jobs, threads)
 
 
-def learn(s: DemoSettings, log, times: StageTimes | None = None) -> tuple[Path, str, Path]:
+def dagger_seeds(seed: int, parts: int) -> list[int]:
+    """First track of each process of a DAgger round: the round's 100 track seeds shared out."""
+    return [seed + part * (100 // parts) for part in range(parts)]
+
+
+def quiet(*args) -> None:
+    pass
+
+
+def drive_held_out(s: DemoSettings, ckpt: Path, workers: int = 1, threads: int = 1) -> list:
+    """The agent on the held-out tracks (video of the first), in up to `workers` processes; runs in track order."""
+    chunks = [list(c) for c in np.array_split(held_out(s), min(workers, s.tracks))]
+    jobs = [dict(agent=ckpt, seeds=chunk, latency=s.latency, video=s.out / "drive.mp4" if i == 0 else None,
+                 game_settings=s.game_settings()) for i, chunk in enumerate(chunks)]
+    return [run for runs in in_processes(evaluate_agent, jobs, threads) for run in runs]
+
+
+def learn(s: DemoSettings, log, times: StageTimes | None = None, plan: CpuPlan | None = None) -> tuple[Path, str, Path]:
     """Expert demos, stage 1, stage 2, then per DAgger round: record, extract the new frames, train on all.
     Returns (cache, backbone weights used, the final checkpoint)."""
     times = times or StageTimes()
+    plan = plan or CpuPlan(torch.get_num_threads())
     with times("recording the expert"):
         record(s, log)
     with times("stage 1 (backbone over the recordings)"):
-        cache, weights = features(s, log)
+        cache, weights = features(s, log, workers=plan.workers)
     with times("training"):
         ckpt = train_round(s, cache, 0, log)
     for r in range(1, s.dagger_rounds + 1):
         with times("DAgger: the agent drives"):
-            dagger_round(s, ckpt, r, log)
+            dagger_round(s, ckpt, r, log, plan.workers, plan.threads)
         with times("stage 1 (backbone over the recordings)"):
-            cache, _ = features(s, log)
+            cache, _ = features(s, log, workers=plan.workers)
         with times("training"):
             ckpt = train_round(s, cache, r, log)
     return cache, weights, ckpt
@@ -254,15 +302,16 @@ def learn(s: DemoSettings, log, times: StageTimes | None = None) -> tuple[Path, 
 def run(s: DemoSettings) -> str:
     start = time.perf_counter()
     log = lambda what: print(f"[{time.perf_counter() - start:6.0f} s] {what}", flush=True)  # noqa: E731
-    torch.set_num_threads(demo_threads(s, pick_device("auto")))
-    machine = machine_line()
+    plan = cpu_plan(s, pick_device("auto"))
+    torch.set_num_threads(plan.threads)
+    machine = machine_line(plan)
     log(f"machine: {machine}")
     times = StageTimes()
-    cache, weights, ckpt = learn(s, log, times)
+    cache, weights, ckpt = learn(s, log, times, plan)
     seeds = held_out(s)
     log(f"driving {len(seeds)} held-out tracks (seeds {seeds[0]}-{seeds[-1]}), latency {s.latency} s")
     with times("held-out tracks: the agent drives"):
-        agent = evaluate_agent(ckpt, seeds, latency=s.latency, video=s.out / "drive.mp4", game_settings=s.game_settings())
+        agent = drive_held_out(s, ckpt, plan.workers, plan.threads)
     with times("held-out tracks: the expert drives"):
         expert = evaluate_expert(seeds, latency=s.latency, game_settings=s.game_settings())
     table = format_table({"agent": agent, "expert": expert}, compare=("agent", "expert"))
