@@ -82,8 +82,8 @@ def extract(settings: ExtractSettings, log=print, free_disk=None,
         if total:
             with _threads_per_worker(device, settings.workers):
                 damaged = _run(work, profile, extractor, cache, settings, total)
-            for episode_id, problem in damaged.items():
-                cache.remove_episode(episode_id)  # half-extracted: the rerun after a fix starts it afresh
+            for damaged_id, problem in damaged.items():
+                cache.remove_episode(damaged_id)  # half-extracted: the rerun after a fix starts it afresh
                 log(f"warning: skipped {problem}")
     return cache
 

@@ -13,9 +13,11 @@
 6. writes OUT/results.md (the table, the machine and the seconds per stage), OUT/drive.mp4 (first
    held-out track), OUT/train/curves.png.
 The backbone runs in bf16 where that is fast (CUDA, CPUs with AVX512-BF16/AMX), else fp32; the first line
-says which, with the CPU features found.
+says which, with the CPU features found. On a CPU of at most 2 cores without fast bf16, every backbone
+gets one torch thread and one runs per core: two in stage 1, two processes driving (--threads, --workers).
 Each step is skipped when its output is already there, so an interrupted demo continues.
 """
+import math
 import os
 import time
 from contextlib import contextmanager
@@ -32,7 +34,7 @@ from data.episode import Episode
 from data.errors import UserError, require
 from data.profiles import load_profile
 from data.split import SplitSettings
-from drive.carracing.game import GameSettings
+from drive.carracing.game import STEP_SECONDS, GameSettings
 from drive.carracing.hood_game import game_view
 from drive.carracing.evaluate import evaluate_agent, evaluate_expert, format_table
 from drive.carracing.dagger import record_dagger
@@ -244,14 +246,15 @@ def train_round(s: DemoSettings, cache: Path, r: int, log) -> Path:
 
 def dagger_round(s: DemoSettings, ckpt: Path, r: int, log, workers: int = 1, threads: int = 1) -> None:
     """The agent of `ckpt` drives fresh tracks; the expert's keys for what it sees join the recordings.
-    With workers, up to that many processes drive at once (each at least half a minute, on its own tracks)."""
+    With workers, up to that many processes drive at once (each at least half a minute), sharing out the
+    tracks one process would drive."""
     seed = s.dagger_first_track + 100 * (r - 1)
     parts = max(1, min(workers, int(s.dagger_minutes * 2)))
     recordings = s.out / "recordings"
     settings = RecordSettings(latency=s.latency, perturb_every=0.0, game=s.game_settings())
     jobs = [dict(ckpt=ckpt, out_dir=recordings, minutes=s.dagger_minutes / parts, seed=part_seed, settings=settings,
                  log=quiet)
-            for part_seed in dagger_seeds(seed, parts)
+            for part_seed in dagger_seeds(s, seed, parts)
             if not any(p.name.startswith(episode_prefix(part_seed, "dagger")) for p in recordings.iterdir())]
     if not jobs:
         log(f"DAgger round {r} already recorded")
@@ -261,9 +264,13 @@ def dagger_round(s: DemoSettings, ckpt: Path, r: int, log, workers: int = 1, thr
     in_processes(record_dagger, jobs, threads)
 
 
-def dagger_seeds(seed: int, parts: int) -> list[int]:
-    """First track of each process of a DAgger round: the round's 100 track seeds shared out."""
-    return [seed + part * (100 // parts) for part in range(parts)]
+def dagger_seeds(s: DemoSettings, seed: int, parts: int) -> list[int]:
+    """First track of each process of a DAgger round: one process drives tracks seed, seed+1, ... for up to
+    the game's time limit each, so process k starts where the tracks of the ones before it end."""
+    fps = load_profile(s.game).fps
+    track_frames = s.game_settings().max_steps * STEP_SECONDS * fps
+    tracks_each = math.ceil(round(s.dagger_minutes / parts * 60 * fps) / track_frames)
+    return [seed + part * tracks_each for part in range(parts)]
 
 
 def quiet(*args) -> None:
