@@ -136,8 +136,8 @@ def cpu_plan(s: DemoSettings, device: torch.device, cores: int | None = None) ->
     game thread (or anything else) has taken the core from: ViT-S/14 at 168x112 (AVX2 kernels, a shared
     2-core machine) took 1084 ms/frame at batch 1 and 116 at batch 16 with 2 threads, 41 and 36 with 1.
     Two workers of one thread each use both cores without that barrier: 1.9x the frames/s of one (same
-    kernels, idle machine, batch 32 and batch 1). CPUs with fast bf16 (where the demo's 13 minutes were measured with 2 threads)
-    keep torch's choice and so one worker on 2 cores."""
+    kernels, idle machine, batch 32 and batch 1). CPUs with fast bf16 (where the demo's 13 minutes were
+    measured with 2 threads) keep torch's choice, and so one worker on 2 cores."""
     cores = cores or os.cpu_count() or 1
     if s.threads is not None:
         threads = s.threads
@@ -157,7 +157,8 @@ def machine_line(plan: CpuPlan) -> str:
     device = pick_device("auto")
     why = "" if fast_bf16(device) or device.type != "cpu" else " (bf16 would be several times slower here)"
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
-    threads = f"{plan.threads} thread{'s' if plan.threads > 1 else ''}" + (f" x {plan.workers} workers" if plan.workers > 1 else "")
+    threads = f"{plan.threads} thread{'s' if plan.threads > 1 else ''}"
+    threads += f" x {plan.workers} workers" if plan.workers > 1 else ""
     return (f"{where}; CPU {cpu_model()}, {threads}, {cpu_features_text()}; "
             f"backbone in {precision_name(fast_bf16(device))}{why}")
 
@@ -204,7 +205,8 @@ def features(s: DemoSettings, log, backbone: str | None = None, cache: Path | No
     log(f"extracting {backbone} features into {cache}")
     extract(ExtractSettings(recordings=[s.out / "recordings"], cache=cache, backbone=backbone, weights=weights,
                             reduction=Reduction(pca_dim=s.pca_dim), variants=s.variant_names, hud=hud, block_rows=128,
-                            batch_size=32, workers=workers, bf16=fast_bf16(pick_device("auto")) and backbone != RAW_PATCHES))
+                            batch_size=32, workers=workers,
+                            bf16=fast_bf16(pick_device("auto")) and backbone != RAW_PATCHES))
     return cache, weights
 
 
