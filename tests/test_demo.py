@@ -14,7 +14,7 @@ from extract_features.models import RAW_PATCHES
 from tests.test_agent import write_profile_episode
 from drive.carracing.workers import in_processes
 from drive.carracing.demo import (CpuPlan, DemoSettings, StageTimes, cpu_plan, dagger_round, drive_held_out,
-                                  learn, run)
+                                  learn, run, train_settings)
 
 
 def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
@@ -132,3 +132,9 @@ def test_a_user_error_in_a_worker_process_reaches_the_caller_as_itself():
     with pytest.raises(UserError, match="--b: refused in a worker process"):
         in_processes(refuse, [dict(flag="--b"), dict(flag="--b")], threads=1)
     assert in_processes(dict, [dict(a=1)], threads=1) == [{"a": 1}]  # one job: in this process
+
+
+def test_the_demo_seed_sets_every_heads_initialisation_and_keeps_the_sampling_order(tmp_path):
+    seeded = train_settings(DemoSettings(seed=3), tmp_path / "cache", tmp_path / "run")
+    default = train_settings(DemoSettings(), tmp_path / "cache", tmp_path / "run")
+    assert seeded.seed == 3 and default.seed == 0 and seeded.sampler == default.sampler

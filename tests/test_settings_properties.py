@@ -90,6 +90,9 @@ OPTIONS = [
     (DemoSettings, "dagger_minutes", "--dagger-minutes", positive(), not_positive()),
     (DemoSettings, "steps", "--steps", positive_ints(), below_one()),
     (DemoSettings, "tracks", "--tracks", positive_ints(), below_one()),
+    (DemoSettings, "threads", "--threads", positive_ints(), below_one()),
+    (DemoSettings, "workers", "--workers", positive_ints(), below_one()),
+    (DemoSettings, "seed", "--seed", st.integers(0, 2**31), st.integers(-100, -1)),
     (check_latency, "latency", "--latency", positive(MAX_LATENCY_S),
      not_positive() | floats(MAX_LATENCY_S, 1e12, exclude_min=True)),
 ]

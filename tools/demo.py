@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> None:
                                                "else torch's choice)")
     p.add_argument("--workers", type=int, help="backbones at once: stage-1 threads, and processes driving the DAgger "
                                                "and held-out tracks (default: on a CPU, cores / threads; on a GPU 1)")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="initialisation seed of every head (default: %(default)s); the closed-loop reward moves a lot "
+                        "with it, so compare changes over several")
     p.add_argument("--game", choices=tuple(DEMO_VARIANTS), default=d.game,
                    help="the embedded game's view (default: %(default)s; carracing_hood: hood camera, minimap, traffic)")
     p.add_argument("--traffic", type=int, help="traffic cars per track on the hood view (default: the profile's)")
@@ -36,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = DemoSettings(out=args.out, minutes=args.minutes, steps=args.steps, tracks=args.tracks,
                             backbone=args.backbone, dagger_rounds=args.dagger_rounds,
                             dagger_minutes=args.dagger_minutes, threads=args.threads, workers=args.workers,
+                            seed=args.seed,
                             game=args.game, traffic=args.traffic)
     with disk_faults(args.out, kept="each step's finished output is kept: rerun to continue"):
         run(settings)

@@ -77,6 +77,7 @@ class DemoSettings:
     traffic: int | None = None  # traffic cars per track (None: the profile's; carracing_hood has 5)
     threads: int | None = None  # torch CPU threads of each worker; None: see cpu_plan
     workers: int | None = None  # backbones running at once (stage 1, the drives); None: see cpu_plan
+    seed: int = 0  # every head's initialisation (the sequences are drawn in the same order for any seed)
 
     @property
     def variant_names(self) -> tuple[str, ...]:
@@ -93,6 +94,7 @@ class DemoSettings:
         require(self.tracks >= 1, "--tracks", self.tracks, "at least 1 held-out track")
         require(self.threads is None or self.threads >= 1, "--threads", self.threads, "at least 1")
         require(self.workers is None or self.workers >= 1, "--workers", self.workers, "at least 1")
+        require(self.seed >= 0, "--seed", self.seed, ">= 0")
         require(self.game in DEMO_VARIANTS, "--game", self.game, f"one of {', '.join(DEMO_VARIANTS)}")
         require(self.traffic is None or self.traffic >= 0, "--traffic", self.traffic, ">= 0 cars")
         if self.traffic is not None and self.game == "carracing":
@@ -217,7 +219,7 @@ def train_settings(s: DemoSettings, cache: Path, out_dir: Path, steps: int | Non
                          optim=OptimSettings(lr=1e-3, min_lr=1e-4, warmup_steps=min(100, (steps or s.steps) // 10),
                                              max_steps=steps or s.steps),
                          split=SplitSettings(val_fraction=0.1), eval_every=250,
-                         controller=ControllerSettings(proportional_gas=True),
+                         controller=ControllerSettings(proportional_gas=True), seed=s.seed,
                          overwrite=True)  # a head whose training was cut off (no best.pt yet) is trained afresh
 
 
@@ -331,7 +333,7 @@ def run(s: DemoSettings) -> str:
               f"the line every ~{s.perturb_every:g} s), then {s.dagger_rounds} DAgger round(s) of "
               f"{s.dagger_minutes:g} min; variants {', '.join(s.variant_names)}; PCA {s.pca_dim}; head lstm/patches "
               f"seq {s.seq_len} stride {s.stride_s} s; {s.steps} steps ({s.pilot_steps} before DAgger); latency "
-              f"{s.latency} s (fixed, reproducible); proportional steering and gas\n\n{table}\n"
+              f"{s.latency} s (fixed, reproducible); proportional steering and gas; training seed {s.seed}\n\n{table}\n"
               f"wall time {time.perf_counter() - start:.0f} s on {machine}\n\n"
               f"Where the time went (steps already done by an earlier run take ~0 s):\n\n{times.table()}\n")
     write_text(s.out / "results.md", report)
