@@ -1,12 +1,13 @@
 """Stage 1: run the frozen backbone once over every recorded frame and variant, into the feature cache.
 
 Three stages overlap: a reader thread (recording -> augmentation -> uint8 batch), the backbone on the
-main thread, and a writer thread (cache). Work is committed block by block, so a killed run restarts
-where it stopped and ends with the same bytes as an uninterrupted one.
+main thread (and on settings.workers - 1 helper threads), and a writer thread (cache). Work is committed
+block by block, so a killed run restarts where it stopped and ends with the same bytes as an
+uninterrupted one.
 """
 import queue
-from contextlib import contextmanager
 import threading
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
