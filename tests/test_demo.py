@@ -123,6 +123,14 @@ def test_a_dagger_round_in_two_processes_records_its_minutes_on_tracks_of_its_ow
     dagger_round(s, ckpt, 1, print, workers=2, threads=1)
     assert "DAgger round 1 already recorded" in capsys.readouterr().out
 
+    one = replace(s, out=s.out.parent / "one-process")
+    shutil.copytree(s.out, one.out, ignore=shutil.ignore_patterns("dagger-*"))
+    dagger_round(one, ckpt, 1, print, workers=1)  # all 600 frames by one process, tracks 500+
+    capsys.readouterr()
+    dagger_round(one, ckpt, 1, print, workers=2, threads=1)  # resumed with two: nothing to add
+    assert "DAgger round 1 already recorded" in capsys.readouterr().out
+    assert not list((one.out / "recordings").glob("dagger-seed502-*"))
+
 
 def refuse(flag: str) -> None:
     raise UserError(f"{flag}: refused in a worker process")

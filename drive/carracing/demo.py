@@ -253,8 +253,11 @@ def dagger_round(s: DemoSettings, ckpt: Path, r: int, log, workers: int = 1, thr
     With workers, up to that many processes drive at once (each at least half a minute), sharing out the
     tracks one process would drive."""
     seed = s.dagger_first_track + 100 * (r - 1)
-    parts = max(1, min(workers, int(s.dagger_minutes * 2)))
     recordings = s.out / "recordings"
+    whole_round = round(s.dagger_minutes * 60 * load_profile(s.game).fps)
+    # a round one process drove (an earlier run with --workers 1) is not topped up by a second process
+    one_process = sum(len(Episode(p)) for p in recordings.glob(episode_prefix(seed, "dagger") + "*")) >= whole_round
+    parts = 1 if one_process else max(1, min(workers, int(s.dagger_minutes * 2)))
     settings = RecordSettings(latency=s.latency, perturb_every=0.0, game=s.game_settings())
     jobs = [dict(ckpt=ckpt, out_dir=recordings, minutes=s.dagger_minutes / parts, seed=part_seed, settings=settings,
                  log=quiet)
