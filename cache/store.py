@@ -48,7 +48,7 @@ class CacheSpec:
     weights_label: str
     weights_source: str  # what --weights said (official, a path, random): where drive finds them again
     preprocess: dict
-    precision: str  # "bf16" or "fp32": the backbone's autocast, which changes the tokens slightly
+    precision: str  # "fp32", "bf16" (autocast) or "int8" (dynamic, CPU): the backbone's, which moves the tokens slightly
     augment: str  # the augmentation spec's stable text form
     augment_seed: int
     reduction: dict

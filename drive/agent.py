@@ -202,6 +202,19 @@ class Agent:
             return self.head(*self.split(features.to(self.device)))
 
 
+def extraction_precision(precision: str, dev: torch.device, path: Path, log) -> dict:
+    """FeatureExtractor's bf16/int8 for driving a head whose features came out at `precision`: the same, since
+    the tokens differ slightly between precisions, with a warning where that is slow or impossible here."""
+    if precision == "bf16" and not fast_bf16(dev):
+        where = f"this CPU ({cpu_features_text()})" if dev.type == "cpu" else str(dev)
+        log(f"warning: {path}: features extracted in bf16, which {where} runs several times slower than fp32: "
+            f"each decision is that much later; re-extract with --bf16 off and retrain to drive fast here")
+    if precision == "int8" and dev.type != "cpu":
+        log(f"warning: {path}: features extracted with --int8-backbone, which runs on CPUs only; the backbone runs "
+            f"fp32 on {dev}, its tokens ~2 % off the training ones: re-extract without it and retrain to match")
+    return {"bf16": precision == "bf16", "int8": precision == "int8" and dev.type == "cpu"}
+
+
 def load_agent(ckpt_path: str | Path, weights: str | None = None, device: str = "auto", log=print) -> Agent:
     """The checkpoint's head plus its backbone. weights: where to find the backbone weights (default: what
     --weights said at extraction); refused unless they are the very weights the features came from."""
@@ -224,12 +237,7 @@ def load_agent(ckpt_path: str | Path, weights: str | None = None, device: str = 
     head.to(dev).eval().requires_grad_(False)
     layer_projections = {layer: Projection(p["mean"].to(dev), p["components"].to(dev))
                          for layer, p in c.layer_projections.items()}
-    # the backbone runs at the precision the features were extracted with (bf16 tokens differ slightly)
-    bf16 = c.precision == "bf16"
-    if bf16 and not fast_bf16(dev):
-        where = f"this CPU ({cpu_features_text()})" if dev.type == "cpu" else str(dev)
-        log(f"warning: {path}: features extracted in bf16, which {where} runs several times slower than fp32: "
-            f"each decision is that much later; re-extract with --bf16 off and retrain to drive fast here")
-    extractor = FeatureExtractor(backbone, c.preprocess, bf16=bf16, layers=tuple(layer for layer in c.layers if layer != LAST))
+    extractor = FeatureExtractor(backbone, c.preprocess, layers=tuple(layer for layer in c.layers if layer != LAST),
+                                 **extraction_precision(c.precision, dev, path, log))
     return Agent(path=path, contract=c, extractor=extractor, projection=projection, head=head,
                  profile=load_profile(c.profile), device=dev, layer_projections=layer_projections)

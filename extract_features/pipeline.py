@@ -57,12 +57,13 @@ def extract(settings: ExtractSettings, log=print, free_disk=None,
     log(f"backbone {backbone.name}: {backbone.weights_label}")
     prep = preprocess_settings(backbone.config, profile.preprocess)
     h, w, _ = profile.frame_shape
-    extractor = FeatureExtractor(backbone, prep, bf16=settings.bf16, compile=settings.compile, layers=layers)
+    extractor = FeatureExtractor(backbone, prep, bf16=settings.bf16, compile=settings.compile, layers=layers,
+                                 int8=settings.int8_backbone)
     variants = variant_names(profile, settings.variants)
 
     spec = CacheSpec(backbone=backbone.name, weights_digest=backbone.weights_digest,
                      weights_label=backbone.weights_label, weights_source=settings.weights, preprocess=_asdict(prep),
-                     precision=precision_name(extractor.bf16),
+                     precision=precision_name(extractor.bf16, extractor.int8),
                      augment=profile.augment.subset(variants).text(), augment_seed=settings.augment_seed,
                      reduction=settings.reduction.describe(), block_rows=settings.block_rows,
                      grid=patch_grid(h, w, prep), channels=backbone.config.embed_dim,

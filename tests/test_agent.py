@@ -40,14 +40,14 @@ def write_profile_episode(path: Path, profile: str, n: int = 24, fps: float = 10
 
 def make_checkpoint(root: Path, profile: str = "carracing", reduction: Reduction = Reduction(), tokens: str = "patches",
                     stride_s: float = 0.2, label_shift_s: float = 0.0, n: int = 24, seed: int = 0,
-                    bf16: bool = False) -> tuple[Path, Path]:
+                    bf16: bool = False, int8: bool = False) -> tuple[Path, Path]:
     """A feature cache of one synthetic episode (vit_tiny_test, random weights) and an untrained head
     checkpoint holding exactly the settings train_head stores. Returns (checkpoint, cache)."""
     recordings, cache_dir = root / "rec", root / "cache"
     write_profile_episode(recordings / "ep.zarr", profile, n=n, seed=seed)
     cache = extract(ExtractSettings(recordings=[recordings], cache=cache_dir, backbone="vit_tiny_test", weights="random",
                                     reduction=reduction, variants=("clean",), block_rows=16, batch_size=8,
-                                    bf16=bf16, progress=False), log=silent)
+                                    bf16=bf16, int8_backbone=int8, progress=False), log=silent)
     head_settings = HeadSettings(grid=cache.grid, channels=cache.stored_channels, cls_channels=int(cache.spec["channels"]),
                                  seq_len=3, tokens=tokens, hidden=16, mlp_hidden=16)
     torch.manual_seed(seed)

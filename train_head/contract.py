@@ -56,7 +56,7 @@ class DriveContract:
     weights_digest: str  # the backbone weights the features came from; drive refuses others
     weights_label: str  # how they are named to the user (a random backbone says so)
     weights_source: str  # where extraction found them (drive's default --weights)
-    precision: str  # "fp32" or "bf16": the backbone's precision at extraction
+    precision: str  # "fp32", "bf16" or "int8": the backbone's precision at extraction
     preprocess: PreprocessSettings
     reduction: Reduction
     sampler: SamplerSettings  # sequence timing (seq_len, stride_s, label_shift_s) and the blocks read

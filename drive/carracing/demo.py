@@ -12,8 +12,8 @@
 5. the agent drives held-out tracks (seeds 1000+) with a fixed latency, next to the expert;
 6. writes OUT/results.md (the table, the machine and the seconds per stage), OUT/drive.mp4 (first
    held-out track), OUT/train/curves.png.
-The backbone runs in bf16 where that is fast (CUDA, CPUs with AVX512-BF16/AMX), else fp32; the first line
-says which, with the CPU features found. On a CPU of at most 2 cores without fast bf16, every backbone
+The backbone runs in bf16 where that is fast (CUDA, CPUs with AVX512-BF16/AMX), else (AVX2 only) its Linear
+layers in dynamic int8; the first line says which, with the CPU features found. On a CPU of at most 2 cores without fast bf16, every backbone
 gets one torch thread and one runs per core: two in stage 1, two processes driving (--threads, --workers).
 Each step is skipped when its output is already there, so an interrupted demo continues.
 """
@@ -40,7 +40,7 @@ from drive.carracing.evaluate import evaluate_agent, evaluate_expert, format_tab
 from drive.carracing.dagger import record_dagger
 from drive.carracing.workers import in_processes
 from drive.carracing.expert_recording import RecordSettings, episode_prefix, record_expert
-from extract_features.device import cpu_features_text, cpu_model, fast_bf16, pick_device, precision_name
+from extract_features.device import cpu_features_text, cpu_model, fast_bf16, int8_fits, pick_device, precision_name
 from extract_features.models import RAW_PATCHES, backbone_config
 from extract_features.pipeline import ExtractSettings, extract
 from extract_features.weights import hub_cache_path, official_url
@@ -124,10 +124,14 @@ class StageTimes:
 @dataclass(frozen=True)
 class CpuPlan:
     """How the demo spreads over the CPU: `workers` backbones at once (stage-1 threads; processes that drive
-    tracks), each with `threads` torch threads. Training runs in one process with `threads`."""
+    tracks), each with `threads` torch threads. Training runs in one process with all of them."""
 
     threads: int
     workers: int = 1
+
+    @property
+    def train_threads(self) -> int:
+        return self.threads * self.workers
 
 
 def cpu_plan(s: DemoSettings, device: torch.device, cores: int | None = None) -> CpuPlan:
@@ -157,12 +161,12 @@ def cpu_plan(s: DemoSettings, device: torch.device, cores: int | None = None) ->
 def machine_line(plan: CpuPlan) -> str:
     """The CPU, the features torch found on it and the backbone precision they give, e.g. for a slow demo."""
     device = pick_device("auto")
-    why = "" if fast_bf16(device) or device.type != "cpu" else " (bf16 would be several times slower here)"
+    why = " (dynamic, Linear layers; bf16 would be several times slower here)" if int8_fits(device) else ""
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
     threads = f"{plan.threads} thread{'s' if plan.threads > 1 else ''}"
     threads += f" x {plan.workers} workers" if plan.workers > 1 else ""
     return (f"{where}; CPU {cpu_model()}, {threads}, {cpu_features_text()}; "
-            f"backbone in {precision_name(fast_bf16(device))}{why}")
+            f"backbone in {precision_name(fast_bf16(device), int8_fits(device))}{why}")
 
 
 def demo_weights(backbone: str) -> str:
@@ -205,10 +209,12 @@ def features(s: DemoSettings, log, backbone: str | None = None, cache: Path | No
               f"  Running on a RANDOMLY INITIALISED {backbone}: real DINOv2 features drive better.\n"
               + "!" * 78 + "\n", flush=True)
     log(f"extracting {backbone} features into {cache}")
+    device = pick_device("auto")
     extract(ExtractSettings(recordings=[s.out / "recordings"], cache=cache, backbone=backbone, weights=weights,
                             reduction=Reduction(pca_dim=s.pca_dim), variants=s.variant_names, hud=hud, block_rows=128,
                             batch_size=32, workers=workers,
-                            bf16=fast_bf16(pick_device("auto")) and backbone != RAW_PATCHES))
+                            bf16=fast_bf16(device) and backbone != RAW_PATCHES,
+                            int8_backbone=int8_fits(device) and backbone != RAW_PATCHES))
     return cache, weights
 
 
@@ -301,16 +307,29 @@ def learn(s: DemoSettings, log, times: StageTimes | None = None, plan: CpuPlan |
         record(s, log)
     with times("stage 1 (backbone over the recordings)"):
         cache, weights = features(s, log, workers=plan.workers)
-    with times("training"):
+    with times("training"), torch_threads(plan.train_threads):
         ckpt = train_round(s, cache, 0, log)
     for r in range(1, s.dagger_rounds + 1):
         with times("DAgger: the agent drives"):
             dagger_round(s, ckpt, r, log, plan.workers, plan.threads)
         with times("stage 1 (backbone over the recordings)"):
             cache, _ = features(s, log, workers=plan.workers)
-        with times("training"):
+        with times("training"), torch_threads(plan.train_threads):
             ckpt = train_round(s, cache, r, log)
     return cache, weights, ckpt
+
+
+@contextmanager
+def torch_threads(n: int):
+    """torch's CPU threads set to n for a while. Two training threads on two cores beat one only because
+    tools/demo.py makes idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE): spinning ones waited for a core
+    another program held, 6x slower than one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def run(s: DemoSettings) -> str:
