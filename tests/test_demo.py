@@ -1,7 +1,11 @@
 """`make demo` end to end at toy size: expert demos, stage 1, a pilot head per DAgger round, the rounds,
 the final head, the table; a second run finds every step done."""
+import os
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +13,8 @@ import torch
 from data.episode import Episode
 from data.errors import UserError
 from data.profiles import load_profile
-from extract_features.device import cpu_features_text, cpu_model
+from drive.carracing import demo
+from extract_features.device import cpu_features_text, cpu_model, precision_name
 from extract_features.models import RAW_PATCHES
 from tests.test_agent import write_profile_episode
 from drive.carracing.workers import in_processes
@@ -71,6 +76,7 @@ def test_one_thread_per_core_and_a_worker_per_core_on_a_two_core_cpu_without_fas
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")  # an AVX2-only CPU
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert cpu_plan(d, cpu, cores=2) == CpuPlan(threads=1, workers=2) and cpu_plan(d, cpu, cores=1) == CpuPlan(1, 1)
+    assert cpu_plan(d, cpu, cores=2).train_threads == 2  # training, one process, takes every worker's thread
     assert cpu_plan(d, cpu, cores=4) == CpuPlan(2, 2)  # more cores: torch's choice of threads, and cores filled
     assert cpu_plan(DemoSettings(threads=2), cpu, cores=2) == CpuPlan(2, 1)  # --threads wins
     assert cpu_plan(DemoSettings(workers=1), cpu, cores=2) == CpuPlan(1, 1)  # --workers too
@@ -146,3 +152,61 @@ def test_the_demo_seed_sets_every_heads_initialisation_and_keeps_the_sampling_or
     seeded = train_settings(DemoSettings(seed=3), tmp_path / "cache", tmp_path / "run")
     default = train_settings(DemoSettings(), tmp_path / "cache", tmp_path / "run")
     assert seeded.seed == 3 and default.seed == 0 and seeded.sampler == default.sampler
+
+
+def test_training_runs_on_every_workers_thread_and_gives_them_back(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(demo, "record", lambda s, log, workers: None)
+    monkeypatch.setattr(demo, "features", lambda s, log, workers: (tmp_path, "random"))
+    monkeypatch.setattr(demo, "train_round", lambda s, cache, r, log: seen.append(("train", torch.get_num_threads())))
+    monkeypatch.setattr(demo, "dagger_round", lambda s, ckpt, r, log, workers, threads: seen.append(("dagger", threads)))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        demo.learn(DemoSettings(out=tmp_path, dagger_rounds=1), lambda *a: None, plan=CpuPlan(threads=1, workers=2))
+        assert seen == [("train", 2), ("dagger", 1), ("train", 2)] and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("capability, amx, backbone, precision", [
+    ("AVX2", False, "dinov2_vits14", "int8"),  # an AVX2-only CPU: dynamic int8, 1.35x fp32
+    ("AVX512", True, "dinov2_vits14", "bf16"),
+    ("AVX2", False, RAW_PATCHES, "fp32"),  # no backbone to quantize
+])
+def test_the_demo_extracts_in_the_precision_the_cpu_is_fast_at(tmp_path, monkeypatch, capability, amx, backbone,
+                                                                precision):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    asked = []
+    monkeypatch.setattr(demo, "extract", asked.append)
+    demo.features(DemoSettings(out=tmp_path, backbone=backbone), lambda *a: None)
+    assert precision_name(asked[0].bf16, asked[0].int8_backbone) == precision
+    if backbone != RAW_PATCHES:
+        assert f"backbone in {precision}" in demo.machine_line(CpuPlan(1, 2))
+        assert ("bf16 would be several times slower here" in demo.machine_line(CpuPlan(1, 2))) == (precision == "int8")
+
+
+@pytest.mark.parametrize("env, policy", [({}, "PASSIVE"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE")])
+def test_the_demo_command_makes_idle_openmp_threads_sleep_unless_told_otherwise(monkeypatch, env, policy):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    environment = {**os.environ, **env}
+    out = subprocess.run([sys.executable, "-c", "import tools.demo, os; print(os.environ['OMP_WAIT_POLICY'])"],
+                         env=environment, cwd=Path(__file__).parents[1], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == policy
+
+
+def test_the_expert_demos_in_two_processes_share_out_the_tracks_one_would_drive(tmp_path, capsys):
+    s = DemoSettings(out=tmp_path / "demo", minutes=1.0)
+    recordings = demo.record(s, print, workers=2)
+    assert "2 processes at once" in capsys.readouterr().out
+    episodes = [Episode(p) for p in sorted(recordings.iterdir())]
+    assert sum(len(ep) for ep in episodes) == 600  # 1 min at 10 fps, 0.5 min each
+    # 300 frames each and a track lasts at most 200, so one process would be on track 2 by the second half
+    first = {part: min(ep.attrs["track_seed"] for ep in episodes if ep.path.name.startswith(f"expert-{part}-"))
+             for part in ("seed0", "seed2")}
+    assert first == {"seed0": 0, "seed2": 2} and {p.name.split("-")[1] for p in recordings.iterdir()} == set(first)
+    demo.record(s, print, workers=2)
+    assert "recordings already in" in capsys.readouterr().out

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="backbone; its DINOv2 weights if in the torch hub cache, else random (default: %(default)s)")
     p.add_argument("--threads", type=int, help="torch CPU threads of each worker (default: 1 on a CPU of at most 2 "
                                                "cores without fast bf16, where 2 threads collide with the demo's own; "
-                                               "else torch's choice)")
+                                               "else torch's choice); training, one process, uses threads x workers")
     p.add_argument("--workers", type=int, help="backbones at once: stage-1 threads, and processes driving the DAgger "
                                                "and held-out tracks (default: on a CPU, cores / threads; on a GPU 1)")
     p.add_argument("--seed", type=int, default=d.seed,

@@ -14,7 +14,8 @@
    held-out track), OUT/train/curves.png.
 The backbone runs in bf16 where that is fast (CUDA, CPUs with AVX512-BF16/AMX), else (AVX2 only) its Linear
 layers in dynamic int8; the first line says which, with the CPU features found. On a CPU of at most 2 cores without fast bf16, every backbone
-gets one torch thread and one runs per core: two in stage 1, two processes driving (--threads, --workers).
+gets one torch thread and one runs per core: two in stage 1, two processes driving (--threads, --workers);
+training uses both threads.
 Each step is skipped when its output is already there, so an interrupted demo continues.
 """
 import math
@@ -173,15 +174,20 @@ def demo_weights(backbone: str) -> str:
     return "official" if hub_cache_path(official_url(backbone)).exists() else "random"
 
 
-def record(s: DemoSettings, log) -> Path:
+def record(s: DemoSettings, log, workers: int = 1) -> Path:
+    """The expert's demos, in up to `workers` processes (each at least half a minute) that share out the
+    tracks one process would drive (track_seeds)."""
     recordings = s.out / "recordings"
     if recordings.exists():
         check_frame_size(recordings, s)
         log(f"recordings already in {recordings}")
-    else:
-        log(f"recording {s.minutes:g} min of expert driving into {recordings}")
-        record_expert(recordings, s.minutes, seed=0,
-                      settings=RecordSettings(latency=s.latency, perturb_every=s.perturb_every, game=s.game_settings()))
+        return recordings
+    parts = max(1, min(workers, int(s.minutes * 2)))
+    log(f"recording {s.minutes:g} min of expert driving into {recordings}"
+        + (f"; {parts} processes at once" if parts > 1 else ""))
+    settings = RecordSettings(latency=s.latency, perturb_every=s.perturb_every, game=s.game_settings())
+    in_processes(record_expert, [dict(out_dir=recordings, minutes=s.minutes / parts, seed=seed, settings=settings)
+                                 for seed in track_seeds(s, 0, s.minutes, parts)], threads=1)
     return recordings
 
 
@@ -267,7 +273,7 @@ def dagger_round(s: DemoSettings, ckpt: Path, r: int, log, workers: int = 1, thr
     settings = RecordSettings(latency=s.latency, perturb_every=0.0, game=s.game_settings())
     jobs = [dict(ckpt=ckpt, out_dir=recordings, minutes=s.dagger_minutes / parts, seed=part_seed, settings=settings,
                  log=quiet)
-            for part_seed in dagger_seeds(s, seed, parts)
+            for part_seed in track_seeds(s, seed, s.dagger_minutes, parts)
             if not any(p.name.startswith(episode_prefix(part_seed, "dagger")) for p in recordings.iterdir())]
     if not jobs:
         log(f"DAgger round {r} already recorded")
@@ -277,12 +283,13 @@ def dagger_round(s: DemoSettings, ckpt: Path, r: int, log, workers: int = 1, thr
     in_processes(record_dagger, jobs, threads)
 
 
-def dagger_seeds(s: DemoSettings, seed: int, parts: int) -> list[int]:
-    """First track of each process of a DAgger round: one process drives tracks seed, seed+1, ... for up to
-    the game's time limit each, so process k starts where the tracks of the ones before it end."""
+def track_seeds(s: DemoSettings, seed: int, minutes: float, parts: int) -> list[int]:
+    """First track of each of `parts` processes sharing out `minutes` of driving: one process drives tracks
+    seed, seed+1, ... for up to the game's time limit each, so process k starts where the tracks of the ones
+    before it end."""
     fps = load_profile(s.game).fps
     track_frames = s.game_settings().max_steps * STEP_SECONDS * fps
-    tracks_each = math.ceil(round(s.dagger_minutes / parts * 60 * fps) / track_frames)
+    tracks_each = math.ceil(round(minutes / parts * 60 * fps) / track_frames)
     return [seed + part * tracks_each for part in range(parts)]
 
 
@@ -304,7 +311,7 @@ def learn(s: DemoSettings, log, times: StageTimes | None = None, plan: CpuPlan |
     times = times or StageTimes()
     plan = plan or CpuPlan(torch.get_num_threads())
     with times("recording the expert"):
-        record(s, log)
+        record(s, log, plan.workers)
     with times("stage 1 (backbone over the recordings)"):
         cache, weights = features(s, log, workers=plan.workers)
     with times("training"), torch_threads(plan.train_threads):
