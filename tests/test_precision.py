@@ -122,3 +122,12 @@ def test_a_cache_is_not_continued_in_another_precision(tmp_path, first, second):
                             variants=("clean",), block_rows=16, batch_size=8, int8_backbone=second, progress=False)
     with pytest.raises(UserError, match="differs in precision"):
         extract(again, log=lambda *a: None)  # refused, not mixed with the other precision's tokens
+
+
+def test_without_torch_ao_quantization_int8_is_not_picked_and_asking_for_it_says_so(monkeypatch):
+    fake_cpu(monkeypatch, "AVX2", False, False)
+    monkeypatch.delattr(torch.ao.quantization, "quantize_dynamic")
+    assert not int8_fits("cpu")  # the demo then runs fp32
+    backbone = load_backbone("vit_tiny_test", "random", progress=False)
+    with pytest.raises(UserError, match=r"--int8-backbone: torch .* has no torch.ao dynamic quantization"):
+        FeatureExtractor(backbone, PreprocessSettings(), int8=True)

@@ -13,9 +13,9 @@
 6. writes OUT/results.md (the table, the machine and the seconds per stage), OUT/drive.mp4 (first
    held-out track), OUT/train/curves.png.
 The backbone runs in bf16 where that is fast (CUDA, CPUs with AVX512-BF16/AMX), else (AVX2 only) its Linear
-layers in dynamic int8; the first line says which, with the CPU features found. On a CPU of at most 2 cores without fast bf16, every backbone
-gets one torch thread and one runs per core: two in stage 1, two processes driving (--threads, --workers);
-training uses both threads.
+layers in dynamic int8; the first line says which, with the CPU features found. On a CPU of at most 2 cores
+without fast bf16, every backbone gets one torch thread and one runs per core: two processes recording the
+expert, two backbones in stage 1, two processes driving (--threads, --workers); training uses both threads.
 Each step is skipped when its output is already there, so an interrupted demo continues.
 """
 import math
