@@ -26,6 +26,8 @@ def test_quick_bench_writes_every_figure(tmp_path):
     timed = f["backbone"]["backbones"]["vit_tiny_test"]
     assert timed["fp32_ms_per_frame"] > 0 and timed["bf16_ms_per_frame"] > 0
     assert 0 < timed["bf16_rel_err_patch"] < 0.1  # bf16 tokens are close to fp32, not equal
+    assert timed["int8_ms_per_frame"] > 0 and 0 < timed["int8_rel_err_patch"] < 0.1  # so are dynamic int8 ones
+    assert f"{timed['int8_ms_per_frame']:.1f} | {timed['int8_rel_err_patch']:.1e}" in (out / "results.md").read_text()
     for name, pair in {"stage1": ("pipeline_frames_per_s", "backbone_frames_per_s"),
                        "p1": ("cache_samples_per_s", "seed_samples_per_s"),
                        "p3": ("sampler_bytes_per_s", "plain_bytes_per_s"),

@@ -1,4 +1,4 @@
-"""Figure 1: backbone ms/frame in fp32 and bf16 autocast on the profile's 240x180 frames, each padded to
+"""Figure 1: backbone ms/frame in fp32, bf16 autocast and (CPU) dynamic int8 on the profile's 240x180 frames, each padded to
 its backbone's patch size (252x182 at 14 px, 240x192 at 16 px), timed by the same helpers as this
 module's own table:
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from data.errors import UserError, run_cli
-from extract_features.device import cpu_model
+from extract_features.device import cpu_model, dynamic_int8_available
 from extract_features.extractor import FeatureExtractor
 from extract_features.loader import load_backbone
 from extract_features.models import preprocess_settings
@@ -32,7 +32,8 @@ class BackboneBench:
 
 
 def backbone_speed(s: BackboneBench, device: torch.device, log=print) -> dict:
-    """{backbone: {fp32_ms_per_frame, bf16_ms_per_frame, bf16_rel_err_patch, bf16_rel_err_cls}, ...}"""
+    """{backbone: {fp32_ms_per_frame, bf16_ms_per_frame, bf16_rel_err_patch, bf16_rel_err_cls}, ...}, and on a
+    CPU the same for dynamic int8 (int8_ms_per_frame, int8_rel_err_patch, int8_rel_err_cls)."""
     frames = np.random.default_rng(0).integers(0, 256, size=(s.batch, s.height, s.width, 3), dtype=np.uint8)
     results = {}
     for name in s.backbones:
@@ -43,7 +44,13 @@ def backbone_speed(s: BackboneBench, device: torch.device, log=print) -> dict:
         results[name] = {"grid": list(patch_grid(s.height, s.width, settings)), "fp32_ms_per_frame": fp32_ms, "bf16_ms_per_frame": bf16_ms,
                          "bf16_rel_err_patch": relative_error(bf16.patch, fp32.patch),
                          "bf16_rel_err_cls": relative_error(bf16.cls, fp32.cls)}
-        log(f"  {name}: fp32 {fp32_ms:.1f} ms/frame, bf16 {bf16_ms:.1f} ms/frame")
+        line = f"  {name}: fp32 {fp32_ms:.1f} ms/frame, bf16 {bf16_ms:.1f} ms/frame"
+        if device.type == "cpu" and dynamic_int8_available():
+            int8_ms, int8 = time_ms_per_frame(FeatureExtractor(backbone, settings, int8=True), frames, s.iters)
+            results[name].update(int8_ms_per_frame=int8_ms, int8_rel_err_patch=relative_error(int8.patch, fp32.patch),
+                                 int8_rel_err_cls=relative_error(int8.cls, fp32.cls))
+            line += f", int8 {int8_ms:.1f} ms/frame"
+        log(line)
     return {"input": [s.height, s.width], "batch": s.batch, "iters": s.iters, "weights": "random",
             "backbones": results}
 

@@ -80,12 +80,16 @@ def markdown(results: dict) -> str:
     if "backbone" in figures:
         f = figures["backbone"]
         lines += ["", f"Backbone forward on {f['input'][1]}x{f['input'][0]} frames padded to each patch size, batch "
-                      f"{f['batch']}, median of {f['iters']} batches (ms per frame; bf16 = autocast, error relative to fp32):", "",
-                  "| backbone | patches | fp32 ms/frame | bf16 ms/frame | bf16 rel. error (patch / CLS) |", "|---|---|---|---|---|"]
+                      f"{f['batch']}, median of {f['iters']} batches (ms per frame; bf16 = autocast, int8 = dynamic, "
+                      f"CPU only; errors relative to fp32):", "",
+                  "| backbone | patches | fp32 ms/frame | bf16 ms/frame | bf16 rel. error (patch / CLS) | int8 ms/frame "
+                  "| int8 rel. error (patch / CLS) |", "|---|---|---|---|---|---|---|"]
         for name, v in f["backbones"].items():
             grid = "x".join(map(str, v["grid"])) if "grid" in v else "–"  # results written before the column
+            int8 = (f"{v['int8_ms_per_frame']:.1f} | {v['int8_rel_err_patch']:.1e} / {v['int8_rel_err_cls']:.1e}"
+                    if "int8_ms_per_frame" in v else "– | –")  # a GPU, or results written before int8
             lines.append(f"| {name} | {grid} | {v['fp32_ms_per_frame']:.1f} | {v['bf16_ms_per_frame']:.1f} | "
-                         f"{v['bf16_rel_err_patch']:.1e} / {v['bf16_rel_err_cls']:.1e} |")
+                         f"{v['bf16_rel_err_patch']:.1e} / {v['bf16_rel_err_cls']:.1e} | {int8} |")
     if "cache_bytes" in figures:
         f = figures["cache_bytes"]
         lines += ["", "Feature cache size per frame: bytes of the token arrays extract() wrote (patch tokens, "

@@ -4,7 +4,7 @@
     python -m tools.bench --quick              # small sizes, ~1 min: a smoke check, not figures to quote
     python -m tools.bench --skip p3 --out /tmp/bench
 
-Figures: backbone ms/frame (fp32 / bf16), stage-1 efficiency (extract() ÷ bare backbone), P1 training
+Figures: backbone ms/frame (fp32 / bf16 / CPU int8), stage-1 efficiency (extract() ÷ bare backbone), P1 training
 samples/s from the cache ÷ the seed's way, P3 sampler stream read ÷ plain read, P4 live-loop decisions/s
 ring buffer ÷ recompute, cache bytes per frame per reduction, key release time error (median / p99 / max ms).
 Writes OUT/results.md and OUT/results.json;
@@ -34,7 +34,7 @@ from tools.bench.scale import ScaleBench, default_geometry, scale_figures, size_
 from tools.bench.train import TrainBench, training_speedup
 
 FIGURES = {  # name → what it measures, in the order they run
-    "backbone": "backbone ms/frame, fp32 and bf16",
+    "backbone": "backbone ms/frame, fp32, bf16 and (CPU) int8",
     "stage1": "stage-1 efficiency: extract() ÷ bare backbone",
     "p1": "P1: training samples/s from the cache ÷ the seed's way",
     "p3": "P3: sampler stream read ÷ plain sequential read",
