@@ -2,10 +2,7 @@
 the final head, the table; a second run finds every step done."""
 import os
 import shutil
-import subprocess
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +14,7 @@ from drive.carracing import demo
 from extract_features.device import cpu_features_text, cpu_model, precision_name
 from extract_features.models import RAW_PATCHES
 from tests.test_agent import write_profile_episode
-from drive.carracing.workers import in_processes
+from drive.carracing.workers import in_a_process, in_processes
 from drive.carracing.demo import (CpuPlan, DemoSettings, StageTimes, cpu_plan, dagger_round, drive_held_out,
                                   learn, run, train_settings)
 
@@ -154,19 +151,36 @@ def test_the_demo_seed_sets_every_heads_initialisation_and_keeps_the_sampling_or
     assert seeded.seed == 3 and default.seed == 0 and seeded.sampler == default.sampler
 
 
-def test_training_runs_on_every_workers_thread_and_gives_them_back(tmp_path, monkeypatch):
-    seen = []
-    monkeypatch.setattr(demo, "record", lambda s, log, workers: None)
-    monkeypatch.setattr(demo, "features", lambda s, log, workers: (tmp_path, "random"))
-    monkeypatch.setattr(demo, "train_round", lambda s, cache, r, log: seen.append(("train", torch.get_num_threads())))
-    monkeypatch.setattr(demo, "dagger_round", lambda s, ckpt, r, log, workers, threads: seen.append(("dagger", threads)))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        demo.learn(DemoSettings(out=tmp_path, dagger_rounds=1), lambda *a: None, plan=CpuPlan(threads=1, workers=2))
-        assert seen == [("train", 2), ("dagger", 1), ("train", 2)] and torch.get_num_threads() == 1
-    finally:
-        torch.set_num_threads(before)
+def test_training_runs_in_a_process_of_its_own_on_every_workers_thread_only_with_one_thread_workers(tmp_path,
+                                                                                                    monkeypatch):
+    spawned, here = [], []
+    monkeypatch.setattr(demo, "in_a_process", lambda fn, job, threads, env: spawned.append((fn, threads, env)))
+    monkeypatch.setattr(demo, "train", here.append)
+    s = DemoSettings(out=tmp_path)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    demo.train_round(s, tmp_path / "cache", 0, lambda *a: None, CpuPlan(threads=1, workers=2))
+    assert spawned == [(demo.train, 2, {"OMP_WAIT_POLICY": "PASSIVE"})] and not here
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's choice wins
+    demo.train_round(s, tmp_path / "cache", 0, lambda *a: None, CpuPlan(threads=1, workers=2))
+    assert spawned[-1][2] == {"OMP_WAIT_POLICY": "ACTIVE"}
+    for plan in (CpuPlan(threads=2, workers=1), None):  # a bf16 CPU, a GPU: here, as before
+        demo.train_round(s, tmp_path / "cache", 0, lambda *a: None, plan)
+    assert len(spawned) == 2 and len(here) == 2 and here[0].out_dir == tmp_path / "train-round0"
+
+
+def environment_and_threads(name: str) -> tuple[str | None, int]:
+    return os.environ.get(name), torch.get_num_threads()
+
+
+def test_a_process_of_its_own_gets_the_environment_and_threads_asked_and_leaves_ours_alone(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setenv("DEMO_TEST_KEPT", "ours")
+    got = in_a_process(environment_and_threads, dict(name="OMP_WAIT_POLICY"), 2, env={"OMP_WAIT_POLICY": "PASSIVE"})
+    assert got == ("PASSIVE", 2)
+    assert "OMP_WAIT_POLICY" not in os.environ
+    assert in_a_process(environment_and_threads, dict(name="DEMO_TEST_KEPT"), 1, env={"DEMO_TEST_KEPT": "theirs"}) \
+        == ("theirs", 1)
+    assert os.environ["DEMO_TEST_KEPT"] == "ours"
 
 
 @pytest.mark.parametrize("capability, amx, backbone, precision", [
@@ -186,16 +200,6 @@ def test_the_demo_extracts_in_the_precision_the_cpu_is_fast_at(tmp_path, monkeyp
     if backbone != RAW_PATCHES:
         assert f"backbone in {precision}" in demo.machine_line(CpuPlan(1, 2))
         assert ("bf16 would be several times slower here" in demo.machine_line(CpuPlan(1, 2))) == (precision == "int8")
-
-
-@pytest.mark.parametrize("env, policy", [({}, "PASSIVE"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE")])
-def test_the_demo_command_makes_idle_openmp_threads_sleep_unless_told_otherwise(monkeypatch, env, policy):
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    environment = {**os.environ, **env}
-    out = subprocess.run([sys.executable, "-c", "import tools.demo, os; print(os.environ['OMP_WAIT_POLICY'])"],
-                         env=environment, cwd=Path(__file__).parents[1], capture_output=True, text=True,
-                         check=True).stdout
-    assert out.strip() == policy
 
 
 def test_the_expert_demos_in_two_processes_share_out_the_tracks_one_would_drive(tmp_path, capsys):

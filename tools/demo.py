@@ -1,11 +1,5 @@
 """python -m tools.demo: the command line of drive.carracing.demo (its docstring is this command's --help)."""
-import os
-
-# Read once, when torch loads OpenMP: idle threads then sleep instead of spinning on a core that training's
-# other thread, a stage-1 worker or the game needs (drive.carracing.demo.torch_threads).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import argparse  # noqa: E402 (after the environment torch reads)
+import argparse
 from pathlib import Path
 
 from data.errors import UserError, disk_faults, run_cli

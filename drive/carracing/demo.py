@@ -39,7 +39,7 @@ from drive.carracing.game import STEP_SECONDS, GameSettings
 from drive.carracing.hood_game import game_view
 from drive.carracing.evaluate import evaluate_agent, evaluate_expert, format_table
 from drive.carracing.dagger import record_dagger
-from drive.carracing.workers import in_processes
+from drive.carracing.workers import in_a_process, in_processes
 from drive.carracing.expert_recording import RecordSettings, episode_prefix, record_expert
 from extract_features.device import cpu_features_text, cpu_model, fast_bf16, int8_fits, pick_device, precision_name
 from extract_features.models import RAW_PATCHES, backbone_config
@@ -249,14 +249,24 @@ def run_dir(s: DemoSettings, r: int) -> Path:
     return s.out / "train" if r == s.dagger_rounds else s.out / f"train-round{r}"
 
 
-def train_round(s: DemoSettings, cache: Path, r: int, log) -> Path:
+def train_round(s: DemoSettings, cache: Path, r: int, log, plan: CpuPlan | None = None) -> Path:
+    """The head of round r. With a plan of several one-thread workers (a 2-core CPU without fast bf16) it
+    trains in a process of its own on all their threads, whose idle OpenMP threads sleep instead of spinning
+    (OMP_WAIT_POLICY=PASSIVE unless set): spinning, 2 threads ran 6x slower than 1 whenever another program
+    held a core; sleeping, 1.3x faster. Elsewhere it trains here: PASSIVE would slow this process's own
+    2-thread live loop on a bf16 CPU (ViT-S/14, batch 1: 79-92 ms against 44-51)."""
     directory = run_dir(s, r)
     if (directory / "best.pt").exists():
         log(f"head already trained: {directory / 'best.pt'}")
+        return directory / "best.pt"
+    steps = s.steps if r == s.dagger_rounds else s.pilot_steps
+    log(f"training the head for {steps} steps into {directory}")
+    settings = train_settings(s, cache, directory, steps)
+    if plan is not None and plan.workers > 1 and plan.threads == 1:
+        in_a_process(train, dict(s=settings), plan.train_threads,
+                     env={"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")})
     else:
-        steps = s.steps if r == s.dagger_rounds else s.pilot_steps
-        log(f"training the head for {steps} steps into {directory}")
-        train(train_settings(s, cache, directory, steps))
+        train(settings)
     return directory / "best.pt"
 
 
@@ -314,29 +324,16 @@ def learn(s: DemoSettings, log, times: StageTimes | None = None, plan: CpuPlan |
         record(s, log, plan.workers)
     with times("stage 1 (backbone over the recordings)"):
         cache, weights = features(s, log, workers=plan.workers)
-    with times("training"), torch_threads(plan.train_threads):
-        ckpt = train_round(s, cache, 0, log)
+    with times("training"):
+        ckpt = train_round(s, cache, 0, log, plan)
     for r in range(1, s.dagger_rounds + 1):
         with times("DAgger: the agent drives"):
             dagger_round(s, ckpt, r, log, plan.workers, plan.threads)
         with times("stage 1 (backbone over the recordings)"):
             cache, _ = features(s, log, workers=plan.workers)
-        with times("training"), torch_threads(plan.train_threads):
-            ckpt = train_round(s, cache, r, log)
+        with times("training"):
+            ckpt = train_round(s, cache, r, log, plan)
     return cache, weights, ckpt
-
-
-@contextmanager
-def torch_threads(n: int):
-    """torch's CPU threads set to n for a while. Two training threads on two cores beat one only because
-    tools/demo.py makes idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE): spinning ones waited for a core
-    another program held, 6x slower than one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def run(s: DemoSettings) -> str:

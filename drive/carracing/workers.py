@@ -5,6 +5,7 @@ core busy, where one process with a thread per core makes every operation wait f
 game or another program has taken the core from (README, "On a CPU without bf16").
 """
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable
 
@@ -21,6 +22,23 @@ def in_processes(fn: Callable, jobs: list[dict], threads: int) -> list:
                              initializer=_set_threads, initargs=(threads,)) as pool:
         futures = [pool.submit(fn, **job) for job in jobs]
         return [f.result() for f in futures]
+
+
+def in_a_process(fn: Callable, job: dict, threads: int, env: dict[str, str]):
+    """fn(**job) in one spawned process with `threads` torch threads and `env` in its environment, for what
+    torch reads only as it starts (OMP_WAIT_POLICY); this process's environment is left as it was."""
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_set_threads, initargs=(threads,)) as pool:
+            return pool.submit(fn, **job).result()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _set_threads(threads: int) -> None:
