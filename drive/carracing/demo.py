@@ -182,12 +182,12 @@ def record(s: DemoSettings, log, workers: int = 1) -> Path:
         check_frame_size(recordings, s)
         log(f"recordings already in {recordings}")
         return recordings
-    parts = max(1, min(workers, int(s.minutes * 2)))
+    seeds = track_seeds(s, 0, s.minutes, workers)
     log(f"recording {s.minutes:g} min of expert driving into {recordings}"
-        + (f"; {parts} processes at once" if parts > 1 else ""))
+        + (f"; {len(seeds)} processes at once" if len(seeds) > 1 else ""))
     settings = RecordSettings(latency=s.latency, perturb_every=s.perturb_every, game=s.game_settings())
-    in_processes(record_expert, [dict(out_dir=recordings, minutes=s.minutes / parts, seed=seed, settings=settings)
-                                 for seed in track_seeds(s, 0, s.minutes, parts)], threads=1)
+    in_processes(record_expert, [dict(out_dir=recordings, minutes=s.minutes / len(seeds), seed=seed,
+                                      settings=settings) for seed in seeds], threads=1)
     return recordings
 
 
@@ -279,11 +279,11 @@ def dagger_round(s: DemoSettings, ckpt: Path, r: int, log, workers: int = 1, thr
     whole_round = round(s.dagger_minutes * 60 * load_profile(s.game).fps)
     # a round one process drove (an earlier run with --workers 1) is not topped up by a second process
     one_process = sum(len(Episode(p)) for p in recordings.glob(episode_prefix(seed, "dagger") + "*")) >= whole_round
-    parts = 1 if one_process else max(1, min(workers, int(s.dagger_minutes * 2)))
+    seeds = track_seeds(s, seed, s.dagger_minutes, 1 if one_process else workers)
     settings = RecordSettings(latency=s.latency, perturb_every=0.0, game=s.game_settings())
-    jobs = [dict(ckpt=ckpt, out_dir=recordings, minutes=s.dagger_minutes / parts, seed=part_seed, settings=settings,
-                 log=quiet)
-            for part_seed in track_seeds(s, seed, s.dagger_minutes, parts)
+    jobs = [dict(ckpt=ckpt, out_dir=recordings, minutes=s.dagger_minutes / len(seeds), seed=part_seed,
+                 settings=settings, log=quiet)
+            for part_seed in seeds
             if not any(p.name.startswith(episode_prefix(part_seed, "dagger")) for p in recordings.iterdir())]
     if not jobs:
         log(f"DAgger round {r} already recorded")
@@ -293,10 +293,11 @@ def dagger_round(s: DemoSettings, ckpt: Path, r: int, log, workers: int = 1, thr
     in_processes(record_dagger, jobs, threads)
 
 
-def track_seeds(s: DemoSettings, seed: int, minutes: float, parts: int) -> list[int]:
-    """First track of each of `parts` processes sharing out `minutes` of driving: one process drives tracks
-    seed, seed+1, ... for up to the game's time limit each, so process k starts where the tracks of the ones
-    before it end."""
+def track_seeds(s: DemoSettings, seed: int, minutes: float, workers: int) -> list[int]:
+    """First track of each process sharing out `minutes` of driving: up to `workers` of them, each driving at
+    least half a minute. One process drives tracks seed, seed+1, ... for up to the game's time limit each, so
+    process k starts where the tracks of the ones before it end."""
+    parts = max(1, min(workers, int(minutes * 2)))
     fps = load_profile(s.game).fps
     track_frames = s.game_settings().max_steps * STEP_SECONDS * fps
     tracks_each = math.ceil(round(minutes / parts * 60 * fps) / track_frames)

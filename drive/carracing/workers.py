@@ -18,8 +18,7 @@ def in_processes(fn: Callable, jobs: list[dict], threads: int) -> list:
     A job's exception (a UserError too) is raised here once all have ended."""
     if len(jobs) == 1:
         return [fn(**jobs[0])]
-    with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_set_threads, initargs=(threads,)) as pool:
+    with _spawned(len(jobs), threads) as pool:
         futures = [pool.submit(fn, **job) for job in jobs]
         return [f.result() for f in futures]
 
@@ -30,8 +29,7 @@ def in_a_process(fn: Callable, job: dict, threads: int, env: dict[str, str]):
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     try:
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_set_threads, initargs=(threads,)) as pool:
+        with _spawned(1, threads) as pool:
             return pool.submit(fn, **job).result()
     finally:
         for name, value in saved.items():
@@ -39,6 +37,12 @@ def in_a_process(fn: Callable, job: dict, threads: int, env: dict[str, str]):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _spawned(processes: int, threads: int) -> ProcessPoolExecutor:
+    """Spawned, not forked: Windows' only start method, and no copy of this process's threads."""
+    return ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_set_threads, initargs=(threads,))
 
 
 def _set_threads(threads: int) -> None:
