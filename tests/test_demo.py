@@ -2,6 +2,7 @@
 the final head, the table; a second run finds every step done."""
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
@@ -14,7 +15,7 @@ from drive.carracing import demo
 from extract_features.device import cpu_features_text, cpu_model, precision_name
 from extract_features.models import RAW_PATCHES
 from tests.test_agent import write_profile_episode
-from drive.carracing.workers import in_a_process, in_processes
+from drive.carracing.workers import in_processes, own_process
 from drive.carracing.demo import (CpuPlan, DemoSettings, StageTimes, cpu_plan, dagger_round, drive_held_out,
                                   learn, run, train_settings)
 
@@ -151,36 +152,59 @@ def test_the_demo_seed_sets_every_heads_initialisation_and_keeps_the_sampling_or
     assert seeded.seed == 3 and default.seed == 0 and seeded.sampler == default.sampler
 
 
-def test_training_runs_in_a_process_of_its_own_on_every_workers_thread_only_with_one_thread_workers(tmp_path,
-                                                                                                    monkeypatch):
-    spawned, here = [], []
-    monkeypatch.setattr(demo, "in_a_process", lambda fn, job, threads, env: spawned.append((fn, threads, env)))
-    monkeypatch.setattr(demo, "train", here.append)
-    s = DemoSettings(out=tmp_path)
+def test_training_runs_in_one_process_of_its_own_on_every_workers_thread_only_with_one_thread_workers(tmp_path,
+                                                                                                        monkeypatch):
+    opened = []
+
+    @contextmanager
+    def own_process(threads, env):
+        opened.append((threads, env))
+        yield lambda fn, **job: fn(**job)
+
+    here = []
+    monkeypatch.setattr(demo, "own_process", own_process)
+    monkeypatch.setattr(demo, "train", lambda s: here.append(s))
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    demo.train_round(s, tmp_path / "cache", 0, lambda *a: None, CpuPlan(threads=1, workers=2))
-    assert spawned == [(demo.train, 2, {"OMP_WAIT_POLICY": "PASSIVE"})] and not here
+    with demo.training_process(CpuPlan(threads=1, workers=2)) as trainer:
+        assert trainer is not demo.train
+        trainer("round 0")
+        trainer("round 1")
+    assert opened == [(2, {"OMP_WAIT_POLICY": "PASSIVE"})] and here == ["round 0", "round 1"]  # one process, all rounds
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's choice wins
-    demo.train_round(s, tmp_path / "cache", 0, lambda *a: None, CpuPlan(threads=1, workers=2))
-    assert spawned[-1][2] == {"OMP_WAIT_POLICY": "ACTIVE"}
+    with demo.training_process(CpuPlan(threads=1, workers=2)):
+        pass
+    assert opened[-1] == (2, {"OMP_WAIT_POLICY": "ACTIVE"})
     for plan in (CpuPlan(threads=2, workers=1), None):  # a bf16 CPU, a GPU: here, as before
-        demo.train_round(s, tmp_path / "cache", 0, lambda *a: None, plan)
-    assert len(spawned) == 2 and len(here) == 2 and here[0].out_dir == tmp_path / "train-round0"
+        with demo.training_process(plan) as trainer:
+            assert trainer is demo.train
+    assert len(opened) == 2
 
 
-def environment_and_threads(name: str) -> tuple[str | None, int]:
-    return os.environ.get(name), torch.get_num_threads()
+def test_a_round_trains_with_the_trainer_given_into_its_folder(tmp_path):
+    trained = []
+    s = DemoSettings(out=tmp_path)
+    assert demo.train_round(s, tmp_path / "cache", 0, lambda *a: None, trained.append) == tmp_path / "train-round0" / "best.pt"
+    assert demo.train_round(s, tmp_path / "cache", s.dagger_rounds, lambda *a: None, trained.append).parent == tmp_path / "train"
+    assert [t.optim.max_steps for t in trained] == [s.pilot_steps, s.steps]
+    (tmp_path / "train-round0").mkdir(exist_ok=True)
+    (tmp_path / "train-round0" / "best.pt").write_bytes(b"")
+    demo.train_round(s, tmp_path / "cache", 0, lambda *a: None, trained.append)  # trained already: kept
+    assert len(trained) == 2
 
 
-def test_a_process_of_its_own_gets_the_environment_and_threads_asked_and_leaves_ours_alone(monkeypatch):
+def environment_and_threads(name: str) -> tuple[str | None, int, int]:
+    return os.environ.get(name), torch.get_num_threads(), os.getpid()
+
+
+def test_a_process_of_its_own_gets_the_environment_and_threads_asked_keeps_them_and_leaves_ours_alone(monkeypatch):
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     monkeypatch.setenv("DEMO_TEST_KEPT", "ours")
-    got = in_a_process(environment_and_threads, dict(name="OMP_WAIT_POLICY"), 2, env={"OMP_WAIT_POLICY": "PASSIVE"})
-    assert got == ("PASSIVE", 2)
-    assert "OMP_WAIT_POLICY" not in os.environ
-    assert in_a_process(environment_and_threads, dict(name="DEMO_TEST_KEPT"), 1, env={"DEMO_TEST_KEPT": "theirs"}) \
-        == ("theirs", 1)
-    assert os.environ["DEMO_TEST_KEPT"] == "ours"
+    with own_process(2, env={"OMP_WAIT_POLICY": "PASSIVE", "DEMO_TEST_KEPT": "theirs"}) as call:
+        assert "OMP_WAIT_POLICY" not in os.environ and os.environ["DEMO_TEST_KEPT"] == "ours"
+        first = call(environment_and_threads, name="OMP_WAIT_POLICY")
+        second = call(environment_and_threads, name="DEMO_TEST_KEPT")
+    assert first[:2] == ("PASSIVE", 2) and second[:2] == ("theirs", 2)
+    assert first[2] == second[2] != os.getpid()  # the same process for every call, not this one
 
 
 @pytest.mark.parametrize("capability, amx, backbone, precision", [

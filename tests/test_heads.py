@@ -172,3 +172,22 @@ def test_transformer_head_reads_all_tokens_of_all_frames_with_their_places(token
     assert not torch.allclose(head(patch[:, order], cls[:, order]), base, atol=1e-5)
     with pytest.raises(ValueError, match="seq_len=3"):
         head(patch[:, :2], cls[:, :2])
+
+
+def test_lstm_inference_runs_pytorchs_own_kernel_and_gives_the_same_logits():
+    """oneDNN's LSTM repacks its weights every call (slow for the live loop's one sequence): inference switches
+    it off for the RNN alone and back on after; training keeps it; the logits agree either way."""
+    torch.manual_seed(0)
+    head = RecurrentHead(HeadSettings(kind="lstm", grid=(2, 3), channels=8, hidden=16, mlp_hidden=8)).eval()
+    seen = []
+    head.rnn.register_forward_pre_hook(lambda module, args: seen.append(torch.backends.mkldnn.enabled))
+    patch = torch.randn(2, 3, 6, 8)
+    with torch.inference_mode():
+        fast = head(patch)
+    assert seen == [False] and torch.backends.mkldnn.enabled
+    with torch.no_grad():
+        steps, _ = head.rnn(head.frames(patch, None))  # the module as it runs in training: oneDNN where built in
+        reference = head.out(steps[:, -1])
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-6)
+    head(patch).sum().backward()
+    assert seen[-1] == torch.backends.mkldnn.enabled

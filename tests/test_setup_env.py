@@ -53,6 +53,31 @@ def test_reinstalls_only_when_pyproject_or_torch_change():
     assert len(install_commands(venv, DEFAULT_TORCH, pyproject, WINDOWS, None, has_python=True)) == 2
 
 
+def test_the_dev_extra_only_where_tests_need_it():
+    venv, pyproject = Path(".venv"), b"[project]"
+    python = str(venv_python(venv, LINUX))
+    fresh = install_commands(venv, DEFAULT_TORCH, pyproject, LINUX, None, has_python=False, dev=False)
+    assert fresh[-1] == [python, "-m", "pip", "install", "-q", "-e", "."]  # `demo` first: no pytest, transformers
+    without = stamp_of(pyproject, DEFAULT_TORCH, dev=False)
+    assert install_commands(venv, DEFAULT_TORCH, pyproject, LINUX, without, has_python=True, dev=False) == []
+    # `test` after it: the extra alone, torch stays
+    assert install_commands(venv, DEFAULT_TORCH, pyproject, LINUX, without, has_python=True, dev=True) == [
+        [python, "-m", "pip", "install", "-q", "-e", ".[dev]"]]
+    # an environment with the extra, or from a stamp that did not record it, serves `demo` as it is
+    for done in (stamp_of(pyproject, DEFAULT_TORCH, dev=True), {"pyproject": without["pyproject"], "torch": DEFAULT_TORCH}):
+        assert install_commands(venv, DEFAULT_TORCH, pyproject, LINUX, done, has_python=True, dev=False) == []
+        assert install_commands(venv, DEFAULT_TORCH, pyproject, LINUX, done, has_python=True, dev=True) == []
+
+
+@pytest.mark.parametrize("task, dev", [("install", True), ("test", True), ("demo", False), ("run", False)])
+def test_each_task_asks_for_the_extra_it_needs(task, dev, monkeypatch, tmp_path):
+    asked = []
+    monkeypatch.setattr(setup_env, "install", lambda venv, torch, platform, dev: asked.append(dev))
+    monkeypatch.setattr(setup_env.subprocess, "call", lambda command, cwd=None: 0)
+    assert setup_env.main(["--venv", str(tmp_path), task, *(["-c", "pass"] if task == "run" else [])], LINUX) == 0
+    assert asked == [dev]
+
+
 def test_a_cuda_build_stays_until_torch_is_given_again():
     assert chosen_torch(None, None) == DEFAULT_TORCH
     assert chosen_torch(None, stamp_of(b"", CUDA)) == CUDA  # `setup_env.py test` after the CUDA install

@@ -10,8 +10,9 @@
 install creates the virtual environment (.venv; its Python is .venv\\Scripts\\python.exe on Windows,
 .venv/bin/python elsewhere), installs PyTorch first, pinned (torch==2.13.0: PyPI's wheel is the CPU build on
 Windows and macOS; on Linux it bundles CUDA, and the CPU-only build is
---torch "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"), then the project with its dev
-extra. It is redone only when pyproject.toml changes; another --torch recreates the environment (pip would
+--torch "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"), then the project; install and test
+add its dev extra (pytest, hypothesis, transformers: half a minute that demo and run go without). It is redone
+only when pyproject.toml changes; another --torch recreates the environment (pip would
 keep a build that satisfies the same version), and later calls without --torch keep the build installed.
 demo, test and run install first when needed. The Makefile's targets call this same script.
 Standard library only: it runs before anything is installed.
@@ -38,7 +39,7 @@ from pathlib import Path  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TORCH = "torch==2.13.0"  # pinned: a range would pull newer, larger builds; see the docstring for builds
 MIN_PYTHON = (3, 10)
-STAMP = ".installed"  # in the venv: what it was installed from (pyproject.toml digest, --torch)
+STAMP = ".installed"  # in the venv: what it was installed from (pyproject.toml digest, --torch, dev extra)
 
 
 class SetupError(Exception):
@@ -76,8 +77,8 @@ def check_interpreter(platform: Platform) -> None:
                          f"64-bit Python from python.org and run `{launcher}`")
 
 
-def stamp_of(pyproject: bytes, torch: str) -> dict:
-    return {"pyproject": hashlib.sha256(pyproject).hexdigest(), "torch": torch}
+def stamp_of(pyproject: bytes, torch: str, dev: bool = True) -> dict:
+    return {"pyproject": hashlib.sha256(pyproject).hexdigest(), "torch": torch, "dev": dev}
 
 
 def read_stamp(venv: Path) -> dict | None:
@@ -93,12 +94,16 @@ def chosen_torch(flag: str | None, stamp: dict | None) -> str:
 
 
 def install_commands(venv: Path, torch: str, pyproject: bytes, platform: Platform, stamp: dict | None,
-                     has_python: bool) -> list[list[str]]:
-    """The commands that bring the venv up to date (none when it is); run in the repository root."""
-    wanted = stamp_of(pyproject, torch)
-    if has_python and stamp == wanted:
-        return []
+                     has_python: bool, dev: bool = True) -> list[list[str]]:
+    """The commands that bring the venv up to date (none when it is); run in the repository root. dev: with the
+    dev extra (tests); an environment that has it is up to date without it too."""
     python = str(venv_python(venv, platform))
+    project = [python, "-m", "pip", "install", "-q", "-e", ".[dev]" if dev else "."]
+    wanted = stamp_of(pyproject, torch, dev)
+    if has_python and stamp and all(stamp.get(k) == wanted[k] for k in ("pyproject", "torch")):
+        if stamp.get("dev", True) or not dev:  # stamps written before "dev" was recorded come from installs with it
+            return []
+        return [project]  # only the dev extra is missing
     create = [platform.executable, "-m", "venv", str(venv)]
     if has_python and stamp is not None and stamp.get("torch") != torch:
         create.append("--clear")  # another torch build: start from an empty environment
@@ -111,8 +116,7 @@ def install_commands(venv: Path, torch: str, pyproject: bytes, platform: Platfor
         raise SetupError(f"--torch {torch!r}: {e}") from None
     if not torch_args:
         raise SetupError("--torch is empty; the default is " + DEFAULT_TORCH)
-    commands += [[python, "-m", "pip", "install", "-q", *torch_args],
-                 [python, "-m", "pip", "install", "-q", "-e", ".[dev]"]]
+    commands += [[python, "-m", "pip", "install", "-q", *torch_args], project]
     return commands
 
 
@@ -139,15 +143,15 @@ def call(command: list[str], cwd: Path | None = None) -> None:
         raise SetupError(f"`{shlex.join(command)}` failed (exit code {code}); see its output above")
 
 
-def install(venv: Path, torch_flag: str | None, platform: Platform, say=print) -> None:
+def install(venv: Path, torch_flag: str | None, platform: Platform, dev: bool = True, say=print) -> None:
     pyproject, stamp = (ROOT / "pyproject.toml").read_bytes(), read_stamp(venv)
     torch = chosen_torch(torch_flag, stamp)
-    commands = install_commands(venv, torch, pyproject, platform, stamp, venv_python(venv, platform).exists())
+    commands = install_commands(venv, torch, pyproject, platform, stamp, venv_python(venv, platform).exists(), dev)
     for command in commands:
         say(f"setup: {shlex.join(command)}")
         call(command, cwd=ROOT)
     if commands:
-        (venv / STAMP).write_text(json.dumps(stamp_of(pyproject, torch)))
+        (venv / STAMP).write_text(json.dumps(stamp_of(pyproject, torch, dev)))
         say(f"setup: {venv} is ready ({venv_python(venv, platform)})")
 
 
@@ -159,8 +163,9 @@ def main(argv: list[str] | None = None, platform: Platform | None = None) -> int
                                    "the CPU build on Windows and macOS); with an NVIDIA GPU e.g. "
                                    "\"torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126\"")
     p.add_argument("task", choices=["install", "test", "demo", "run", "clean"],
-                   help="install: the venv only; test / demo: install if needed, then run; run: the venv's "
-                        "python with the arguments that follow; clean: remove the venv")
+                   help="install: the venv only (with the dev extra); test / demo: install if needed (test with "
+                        "the dev extra), then run; run: the venv's python with the arguments that follow; clean: "
+                        "remove the venv")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for pytest, the demo, or python (run)")
     args = p.parse_args(argv)
     platform = platform or Platform.current()
@@ -171,7 +176,7 @@ def main(argv: list[str] | None = None, platform: Platform | None = None) -> int
             shutil.rmtree(venv, ignore_errors=True)
             return 0
         command = task_command(args.task, args.args, venv, platform) if args.task != "install" else None
-        install(venv, args.torch, platform)
+        install(venv, args.torch, platform, dev=args.task in ("install", "test"))
         if command is None:
             return 0
         return subprocess.call(command, cwd=ROOT if args.task != "run" else None)

@@ -20,6 +20,7 @@ the CLS token's output → LayerNorm → Linear(4).
 A head kind is one class taking HeadSettings, with forward(patch, cls) → (B, 4) logits, entered in
 HEADS at the end of this file; the CLI choices, the checkpoint and drive follow from there.
 """
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -149,8 +150,24 @@ class RecurrentHead(nn.Module):
         self.out = output_layers(s.hidden, s.mlp_hidden)
 
     def forward(self, patch: torch.Tensor | None = None, cls: torch.Tensor | None = None) -> torch.Tensor:
-        steps, _ = self.rnn(self.frames(patch, cls))
+        feats = self.frames(patch, cls)
+        with aten_rnn() if feats.is_cpu and not torch.is_grad_enabled() else nullcontext():
+            steps, _ = self.rnn(feats)
         return self.out(steps[:, -1])
+
+
+@contextmanager
+def aten_rnn():
+    """PyTorch's own CPU LSTM instead of oneDNN's, which packs the weights anew on every call: the seed's LSTM
+    on one sequence of 3 frames took 4-5 ms that way against 0.7-2 (the live loop's call; 32 sequences 6.5
+    against 5.2 ms). Inference only: a training step is no faster either way. oneDNN's switch is global, so
+    this is for the thread that runs the head (the live loop, validation)."""
+    enabled = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = enabled
 
 
 class ConcatHead(nn.Module):

@@ -24,6 +24,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -39,7 +40,7 @@ from drive.carracing.game import STEP_SECONDS, GameSettings
 from drive.carracing.hood_game import game_view
 from drive.carracing.evaluate import evaluate_agent, evaluate_expert, format_table
 from drive.carracing.dagger import record_dagger
-from drive.carracing.workers import in_a_process, in_processes
+from drive.carracing.workers import in_processes, own_process
 from drive.carracing.expert_recording import RecordSettings, episode_prefix, record_expert
 from extract_features.device import cpu_features_text, cpu_model, fast_bf16, int8_fits, pick_device, precision_name
 from extract_features.models import RAW_PATCHES, backbone_config
@@ -249,25 +250,30 @@ def run_dir(s: DemoSettings, r: int) -> Path:
     return s.out / "train" if r == s.dagger_rounds else s.out / f"train-round{r}"
 
 
-def train_round(s: DemoSettings, cache: Path, r: int, log, plan: CpuPlan | None = None) -> Path:
-    """The head of round r. With a plan of several one-thread workers (a 2-core CPU without fast bf16) it
-    trains in a process of its own on all their threads, whose idle OpenMP threads sleep instead of spinning
-    (OMP_WAIT_POLICY=PASSIVE unless set): spinning, 2 threads ran 6x slower than 1 whenever another program
-    held a core; sleeping, 1.3x faster. Elsewhere it trains here: PASSIVE would slow this process's own
-    2-thread live loop on a bf16 CPU (ViT-S/14, batch 1: 79-92 ms against 44-51)."""
+def train_round(s: DemoSettings, cache: Path, r: int, log, trainer: Callable = train) -> Path:
+    """The head of round r, trained by trainer(TrainSettings) (see training_process)."""
     directory = run_dir(s, r)
     if (directory / "best.pt").exists():
         log(f"head already trained: {directory / 'best.pt'}")
         return directory / "best.pt"
     steps = s.steps if r == s.dagger_rounds else s.pilot_steps
     log(f"training the head for {steps} steps into {directory}")
-    settings = train_settings(s, cache, directory, steps)
-    if plan is not None and plan.workers > 1 and plan.threads == 1:
-        in_a_process(train, dict(s=settings), plan.train_threads,
-                     env={"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")})
-    else:
-        train(settings)
+    trainer(train_settings(s, cache, directory, steps))
     return directory / "best.pt"
+
+
+@contextmanager
+def training_process(plan: CpuPlan | None) -> Iterator[Callable]:
+    """What trains the heads. With a plan of several one-thread workers (a 2-core CPU without fast bf16): one
+    process of its own, kept for every round, on all their threads, whose idle OpenMP threads sleep instead
+    of spinning (OMP_WAIT_POLICY=PASSIVE unless set): spinning, 2 threads ran 6x slower than 1 whenever
+    another program held a core; sleeping, 1.3x faster. Elsewhere this process: PASSIVE would slow its own
+    2-thread live loop on a bf16 CPU (ViT-S/14, batch 1: 79-92 ms against 44-51)."""
+    if plan is None or plan.workers == 1 or plan.threads > 1:
+        yield train
+        return
+    with own_process(plan.train_threads, {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}) as call:
+        yield lambda settings: call(train, s=settings)
 
 
 def dagger_round(s: DemoSettings, ckpt: Path, r: int, log, workers: int = 1, threads: int = 1) -> None:
@@ -325,15 +331,16 @@ def learn(s: DemoSettings, log, times: StageTimes | None = None, plan: CpuPlan |
         record(s, log, plan.workers)
     with times("stage 1 (backbone over the recordings)"):
         cache, weights = features(s, log, workers=plan.workers)
-    with times("training"):
-        ckpt = train_round(s, cache, 0, log, plan)
-    for r in range(1, s.dagger_rounds + 1):
-        with times("DAgger: the agent drives"):
-            dagger_round(s, ckpt, r, log, plan.workers, plan.threads)
-        with times("stage 1 (backbone over the recordings)"):
-            cache, _ = features(s, log, workers=plan.workers)
+    with training_process(plan) as trainer:
         with times("training"):
-            ckpt = train_round(s, cache, r, log, plan)
+            ckpt = train_round(s, cache, 0, log, trainer)
+        for r in range(1, s.dagger_rounds + 1):
+            with times("DAgger: the agent drives"):
+                dagger_round(s, ckpt, r, log, plan.workers, plan.threads)
+            with times("stage 1 (backbone over the recordings)"):
+                cache, _ = features(s, log, workers=plan.workers)
+            with times("training"):
+                ckpt = train_round(s, cache, r, log, trainer)
     return cache, weights, ckpt
 
 

@@ -7,7 +7,8 @@ game or another program has taken the core from (README, "On a CPU without bf16"
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
 
@@ -23,14 +24,23 @@ def in_processes(fn: Callable, jobs: list[dict], threads: int) -> list:
         return [f.result() for f in futures]
 
 
-def in_a_process(fn: Callable, job: dict, threads: int, env: dict[str, str]):
-    """fn(**job) in one spawned process with `threads` torch threads and `env` in its environment, for what
-    torch reads only as it starts (OMP_WAIT_POLICY); this process's environment is left as it was."""
+@contextmanager
+def own_process(threads: int, env: dict[str, str]) -> Iterator[Callable]:
+    """A call(fn, **job) that runs fn(**job) in one spawned process kept for the whole block (the imports and
+    torch's start are paid once), with `threads` torch threads and `env` in its environment, for what torch
+    reads only as it starts (OMP_WAIT_POLICY); this process's environment is left as it was."""
+    with _spawned(1, threads) as pool:
+        with _environment(env):
+            pool.submit(os.getpid).result()  # the process starts now, while env is set
+        yield lambda fn, **job: pool.submit(fn, **job).result()
+
+
+@contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     try:
-        with _spawned(1, threads) as pool:
-            return pool.submit(fn, **job).result()
+        yield
     finally:
         for name, value in saved.items():
             if value is None:

@@ -5,8 +5,9 @@ each option's tokens move from fp32 eager. Measures what a CPU without fast bf16
 
 An AVX2-only CPU can be emulated on a newer one (kernels only; caches and clocks stay the machine's):
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 python -m tools.bench.cpu_paths
-Options: dynamic int8 of every Linear (torch.ao quantize_dynamic, fbgemm and x86 engines), torch.compile,
-and a smaller geometry (frames resized to 3/4 of each side: fewer patches, other tokens).
+Options: bf16 autocast (fast only with AVX512-BF16 or AMX), dynamic int8 of every Linear (torch.ao
+quantize_dynamic, fbgemm and x86 engines), torch.compile, and a smaller geometry (frames resized to 3/4 of
+each side: fewer patches, other tokens).
 """
 import argparse
 import copy
@@ -31,17 +32,18 @@ def int8_dynamic(model: torch.nn.Module, engine: str) -> torch.nn.Module:
 
 
 def options(model: torch.nn.Module, size: tuple[int, int], compile: bool) -> dict:
-    """name → (model, preprocessing, quantized engine or None)."""
+    """name → (model, preprocessing, quantized engine or None, bf16 autocast)."""
     h, w = size
     smaller = PreprocessSettings(mode="resize", size=(max(14, round(h * 0.75 / 14) * 14), max(14, round(w * 0.75 / 14) * 14)))
-    found = {"fp32 eager": (model, PreprocessSettings(), None)}
+    found = {"fp32 eager": (model, PreprocessSettings(), None, False),
+             "bf16 autocast": (model, PreprocessSettings(), None, True)}
     engines = torch.backends.quantized.supported_engines
     for engine in ("fbgemm", "x86"):
         if engine in engines:
-            found[f"int8 dynamic ({engine})"] = (int8_dynamic(model, engine), PreprocessSettings(), engine)
+            found[f"int8 dynamic ({engine})"] = (int8_dynamic(model, engine), PreprocessSettings(), engine, False)
     if compile:
-        found["torch.compile"] = (torch.compile(model), PreprocessSettings(), None)
-    found[f"fp32, frames {smaller.size[1]}x{smaller.size[0]}"] = (model, smaller, None)
+        found["torch.compile"] = (torch.compile(model), PreprocessSettings(), None, False)
+    found[f"fp32, frames {smaller.size[1]}x{smaller.size[0]}"] = (model, smaller, None, False)
     return found
 
 
@@ -57,12 +59,13 @@ def compare(backbone: str, size: tuple[int, int], batches: tuple[int, ...], roun
     with torch.inference_mode():
         for r in range(rounds + 1):  # round 0 warms up (and compiles)
             for b in batches:
-                for name, (m, prep, engine) in found.items():
+                for name, (m, prep, engine, bf16) in found.items():
                     if engine:
                         torch.backends.quantized.engine = engine
                     x = preprocess(frames[:b], prep)
                     start = time.perf_counter()
-                    out = m(x)
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                        out = m(x)
                     if r:
                         times[(name, b)].append((time.perf_counter() - start) / b * 1000)
                     outs[(name, b)] = out
