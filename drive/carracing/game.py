@@ -7,8 +7,9 @@ steering physics: the front wheels turn at most ~0.06 rad per step toward the st
 is 0.4 rad) and swing back toward centre when the key is released, so a key held for a share of an
 interval is a steering *rate*, not an angle.
 
-Rendering is the expensive part (~7 ms a frame with road_culling, 12 without, against ~1 ms for the 5 physics steps of a frame), so the physics is
-stepped here without the env's per-step 96x96 render and a frame is drawn only when asked for.
+Rendering is the expensive part (~7 ms a frame with road_culling, 12 without, against ~1 ms for the 5 physics
+steps of a frame), so the physics is stepped here without the env's per-step 96x96 render and a frame is
+drawn only when asked for.
 The first second of every track is CarRacing's zoom-in animation; frames show it like the env does.
 """
 import math
