@@ -34,7 +34,7 @@ class ExtractSettings:
     workers: int = 1  # threads running the backbone at once, sharing out torch's CPU threads (2-core CPUs: 2)
     device: str = "auto"
     bf16: bool | None = None  # None: where it is fast (backbone.fast_bf16: CUDA, CPUs with AVX512-BF16/AMX)
-    int8_backbone: bool = False  # Linear layers in dynamic int8: the fast path on CPUs without fast bf16 (int8_fits)
+    int8_backbone: bool = False  # Linear layers in dynamic int8: the fast path on CPUs without AMX (int8_fits)
     compile: bool = False
     refresh: bool = False  # re-extract recordings that changed since extraction
     kinds: tuple[str, ...] | None = None

@@ -80,8 +80,11 @@ def test_one_thread_per_core_and_a_worker_per_core_on_a_two_core_cpu_without_fas
     assert cpu_plan(DemoSettings(workers=1), cpu, cores=2) == CpuPlan(1, 1)  # --workers too
     assert cpu_plan(d, torch.device("cuda"), cores=2).workers == 1
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert cpu_plan(d, cpu, cores=2) == CpuPlan(1, 2)  # AVX512-BF16 without AMX: int8, as on AVX2
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    assert cpu_plan(d, cpu, cores=2) == CpuPlan(2, 1)  # fast bf16: as the demo's 13 minutes were measured
+    assert cpu_plan(d, cpu, cores=2) == CpuPlan(2, 1)  # AMX: bf16 on torch's threads
 
 
 @pytest.fixture(scope="module")
@@ -207,14 +210,16 @@ def test_a_process_of_its_own_gets_the_environment_and_threads_asked_keeps_them_
     assert first[2] == second[2] != os.getpid()  # the same process for every call, not this one
 
 
-@pytest.mark.parametrize("capability, amx, backbone, precision", [
-    ("AVX2", False, "dinov2_vits14", "int8"),  # an AVX2-only CPU: dynamic int8, 1.35x fp32
-    ("AVX512", True, "dinov2_vits14", "bf16"),
-    ("AVX2", False, RAW_PATCHES, "fp32"),  # no backbone to quantize
+@pytest.mark.parametrize("capability, avx512_bf16, amx, backbone, precision, why", [
+    ("AVX2", False, False, "dinov2_vits14", "int8", "bf16 would be several times slower here"),  # AVX2 only
+    ("AVX512", True, False, "dinov2_vits14", "int8", "faster here than bf16 without AMX"),  # a Zen 4
+    ("AVX512", True, True, "dinov2_vits14", "bf16", None),
+    ("AVX2", False, False, RAW_PATCHES, "fp32", None),  # no backbone to quantize
 ])
-def test_the_demo_extracts_in_the_precision_the_cpu_is_fast_at(tmp_path, monkeypatch, capability, amx, backbone,
-                                                                precision):
+def test_the_demo_extracts_in_the_precision_the_cpu_is_fast_at(tmp_path, monkeypatch, capability, avx512_bf16, amx,
+                                                                backbone, precision, why):
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     asked = []
@@ -222,8 +227,9 @@ def test_the_demo_extracts_in_the_precision_the_cpu_is_fast_at(tmp_path, monkeyp
     demo.features(DemoSettings(out=tmp_path, backbone=backbone), lambda *a: None)
     assert precision_name(asked[0].bf16, asked[0].int8_backbone) == precision
     if backbone != RAW_PATCHES:
-        assert f"backbone in {precision}" in demo.machine_line(CpuPlan(1, 2))
-        assert ("bf16 would be several times slower here" in demo.machine_line(CpuPlan(1, 2))) == (precision == "int8")
+        line = demo.machine_line(CpuPlan(1, 2))
+        assert f"backbone in {precision}" in line and (why is None) == ("Linear layers;" not in line)
+        assert why is None or line.endswith(f"(dynamic, Linear layers; {why})")
 
 
 def test_the_expert_demos_in_two_processes_share_out_the_tracks_one_would_drive(tmp_path, capsys):

@@ -63,11 +63,15 @@ def test_an_fp32_checkpoint_never_warns(tmp_path, monkeypatch):
     assert not [line for line in lines if line.startswith("warning")]
 
 
-def test_int8_fits_cpus_without_fast_bf16_only(monkeypatch):
-    fake_cpu(monkeypatch, "AVX2", False, False)
-    assert int8_fits("cpu") and not int8_fits("cuda")
-    fake_cpu(monkeypatch, "AVX512", True, True)
-    assert not int8_fits("cpu")
+@pytest.mark.parametrize("capability, avx512_bf16, amx, fits", [
+    ("AVX2", False, False, True),  # an AVX2-only EPYC
+    ("AVX512", True, False, True),  # AVX512-BF16 without AMX (Zen 4): int8 1.3-1.9x bf16
+    ("AVX512", True, True, False),  # AMX: bf16 stays
+    ("AVX2", True, True, True),  # ATEN_CPU_CAPABILITY=avx2 on an AMX CPU: bf16 is not fast
+])
+def test_int8_fits_cpus_without_amx(monkeypatch, capability, avx512_bf16, amx, fits):
+    fake_cpu(monkeypatch, capability, avx512_bf16, amx)
+    assert int8_fits("cpu") is fits and not int8_fits("cuda")
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:

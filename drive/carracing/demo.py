@@ -12,9 +12,9 @@
 5. the agent drives held-out tracks (seeds 1000+) with a fixed latency, next to the expert;
 6. writes OUT/results.md (the table, the machine and the seconds per stage), OUT/drive.mp4 (first
    held-out track), OUT/train/curves.png.
-The backbone runs in bf16 where that is fast (CUDA, CPUs with AVX512-BF16/AMX), else (AVX2 only) its Linear
-layers in dynamic int8; the first line says which, with the CPU features found. On a CPU of at most 2 cores
-without fast bf16, every backbone gets one torch thread and one runs per core: two processes recording the
+The backbone runs in bf16 on GPUs and CPUs with AMX, else its Linear layers in dynamic int8 (CPUs with AVX2
+only, or AVX512-BF16 without AMX); the first line says which, with the CPU features found. On a CPU of at
+most 2 cores running int8, every backbone gets one torch thread and one runs per core: two processes recording the
 expert, two backbones in stage 1, two processes driving (--threads, --workers); training uses both threads.
 Each step is skipped when its output is already there, so an interrupted demo continues.
 """
@@ -42,7 +42,8 @@ from drive.carracing.evaluate import evaluate_agent, evaluate_expert, format_tab
 from drive.carracing.dagger import record_dagger
 from drive.carracing.workers import in_processes, own_process
 from drive.carracing.expert_recording import RecordSettings, episode_prefix, record_expert
-from extract_features.device import cpu_features_text, cpu_model, fast_bf16, int8_fits, pick_device, precision_name
+from extract_features.device import (cpu_features_text, cpu_model, fast_bf16, int8_fits, int8_reason, pick_device,
+                                     precision_name)
 from extract_features.models import RAW_PATCHES, backbone_config
 from extract_features.pipeline import ExtractSettings, extract
 from extract_features.weights import hub_cache_path, official_url
@@ -137,19 +138,20 @@ class CpuPlan:
 
 
 def cpu_plan(s: DemoSettings, device: torch.device, cores: int | None = None) -> CpuPlan:
-    """threads: s.threads, else 1 on a CPU of at most 2 cores without fast bf16, else torch's choice.
+    """threads: s.threads, else 1 on a CPU of at most 2 cores whose backbone runs int8 (int8_fits: no AMX),
+    else torch's choice.
     workers: s.workers, else as many as fill the cores on a CPU (1 on a GPU).
 
     With 2 threads on 2 cores every op waits at a barrier for a thread that the demo's own reader, writer or
     game thread (or anything else) has taken the core from: ViT-S/14 at 168x112 (AVX2 kernels, a shared
     2-core machine) took 1084 ms/frame at batch 1 and 116 at batch 16 with 2 threads, 41 and 36 with 1.
     Two workers of one thread each use both cores without that barrier: 1.9x the frames/s of one (same
-    kernels, idle machine, batch 32 and batch 1). CPUs with fast bf16 (where the demo's 13 minutes were
-    measured with 2 threads) keep torch's choice, and so one worker on 2 cores."""
+    kernels, idle machine, batch 32 and batch 1). CPUs with AMX, whose bf16 is fast, keep torch's choice,
+    and so one worker on 2 cores."""
     cores = cores or os.cpu_count() or 1
     if s.threads is not None:
         threads = s.threads
-    elif device.type == "cpu" and cores <= 2 and not fast_bf16(device):
+    elif device.type == "cpu" and cores <= 2 and int8_fits(device):
         threads = 1
     else:
         threads = torch.get_num_threads()
@@ -163,12 +165,13 @@ def cpu_plan(s: DemoSettings, device: torch.device, cores: int | None = None) ->
 def machine_line(plan: CpuPlan) -> str:
     """The CPU, the features torch found on it and the backbone precision they give, e.g. for a slow demo."""
     device = pick_device("auto")
-    why = " (dynamic, Linear layers; bf16 would be several times slower here)" if int8_fits(device) else ""
+    int8 = int8_fits(device)
+    why = f" (dynamic, Linear layers; {int8_reason(device)})" if int8 else ""
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
     threads = f"{plan.threads} thread{'s' if plan.threads > 1 else ''}"
     threads += f" x {plan.workers} workers" if plan.workers > 1 else ""
     return (f"{where}; CPU {cpu_model()}, {threads}, {cpu_features_text()}; "
-            f"backbone in {precision_name(fast_bf16(device), int8_fits(device))}{why}")
+            f"backbone in {precision_name(fast_bf16(device) and not int8, int8)}{why}")
 
 
 def demo_weights(backbone: str) -> str:
@@ -220,7 +223,7 @@ def features(s: DemoSettings, log, backbone: str | None = None, cache: Path | No
     extract(ExtractSettings(recordings=[s.out / "recordings"], cache=cache, backbone=backbone, weights=weights,
                             reduction=Reduction(pca_dim=s.pca_dim), variants=s.variant_names, hud=hud, block_rows=128,
                             batch_size=32, workers=workers,
-                            bf16=fast_bf16(device) and backbone != RAW_PATCHES,
+                            bf16=fast_bf16(device) and not int8_fits(device) and backbone != RAW_PATCHES,
                             int8_backbone=int8_fits(device) and backbone != RAW_PATCHES))
     return cache, weights
 
