@@ -267,7 +267,7 @@ def train_round(s: DemoSettings, cache: Path, r: int, log, trainer: Callable = t
 
 @contextmanager
 def training_process(plan: CpuPlan | None) -> Iterator[Callable]:
-    """What trains the heads. With a plan of several one-thread workers (a 2-core CPU without fast bf16): one
+    """What trains the heads. With a plan of several one-thread workers (a 2-core CPU without AMX): one
     process of its own, kept for every round, on all their threads, whose idle OpenMP threads sleep instead
     of spinning (OMP_WAIT_POLICY=PASSIVE unless set): spinning, 2 threads ran 6x slower than 1 whenever
     another program held a core; sleeping, 1.3x faster. Elsewhere this process: PASSIVE would slow its own
