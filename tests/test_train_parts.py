@@ -47,6 +47,24 @@ def test_optimizer_uses_the_groups_and_betas():
     assert all(g["lr"] == 0.123 for g in opt.param_groups)
 
 
+def test_fused_optimizer_steps_like_the_reference_loop():
+    torch.manual_seed(0)
+    head, ref = build_head(tiny()), build_head(tiny())
+    ref.load_state_dict(head.state_dict())
+    fused = make_optimizer(head, OptimSettings(weight_decay=0.05))
+    assert fused.defaults["fused"]
+    loop = torch.optim.AdamW(decay_groups(ref, 0.05), lr=lr_at(0, OptimSettings()), betas=OptimSettings().betas)
+    patch, start = torch.randn(4, 3, 6, 8), [p.detach().clone() for p in head.parameters()]
+    for step in range(3):
+        for model, opt in ((head, fused), (ref, loop)):
+            opt.zero_grad()
+            F.binary_cross_entropy_with_logits(model(patch), torch.ones(4, 4) * (step % 2)).backward()
+            opt.step()
+    for a, b in zip(head.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert all(not torch.equal(a, b) for a, b in zip(head.parameters(), start))  # every tensor took the steps
+
+
 def test_schedule_warmup_cosine_floor():
     s = OptimSettings(lr=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=110)
     assert lr_at(0, s) == pytest.approx(1e-3 / 11)
