@@ -15,10 +15,9 @@ class FeatureExtractor:
     """uint8 RGB frames → BackboneOutput on the backbone's device, for stage 1 and the live loop.
 
     No autograd; bf16 autocast by default where it is fast (fast_bf16: CUDA GPUs, CPUs with AVX512-BF16
-    or AMX; bf16=True/False forces it); int8=True runs every Linear layer in dynamic int8 instead, one frame a
-    call (CPUs only; int8_fits); compile=True wraps the model in torch.compile; layers: earlier blocks whose
-    patch tokens come out too (BackboneOutput.layers). Tokens come out float32 (the final LayerNorm runs in
-    float32 under autocast).
+    or AMX; bf16=True/False forces it); int8=True runs every Linear layer in dynamic int8 instead (CPUs only;
+    int8_fits); compile=True wraps the model in torch.compile; layers: earlier blocks whose patch tokens come out
+    too (BackboneOutput.layers). Tokens come out float32 (the final LayerNorm runs in float32 under autocast).
     """
 
     def __init__(self, backbone: Backbone, settings: PreprocessSettings, bf16: bool | None = None,
@@ -45,23 +44,11 @@ class FeatureExtractor:
 
     def __call__(self, frames) -> BackboneOutput:
         with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
-            x = preprocess(frames, self.settings, self.device)
-            if not self.int8:
-                return self.model(x, block=self.block, layers=self.layers)
-            # dynamic int8 scales a call's activations by their range over the whole batch: one frame a call, so
-            # that a frame's tokens do not depend on the frames batched with it, and stage 1 caches what the live
-            # loop computes for the same frame (batches of 32 moved them 2.9 % from one frame's)
-            return concat([self.model(x[i:i + 1], block=self.block, layers=self.layers) for i in range(len(x))])
-
-
-def concat(parts: list[BackboneOutput]) -> BackboneOutput:
-    """The outputs of consecutive batches as one."""
-    return BackboneOutput(*(torch.cat(field) for field in list(zip(*parts))[:3]),
-                          layers=tuple(torch.cat(layer) for layer in zip(*(p.layers for p in parts))))
+            return self.model(preprocess(frames, self.settings, self.device), block=self.block, layers=self.layers)
 
 
 def dynamic_int8(model: nn.Module) -> nn.Module:
-    """A copy of `model` whose Linear layers run in int8, activations quantized per call (PyTorch's dynamic
+    """A copy of `model` whose Linear layers run in int8, activations quantized per batch (PyTorch's dynamic
     quantization); the tokens stay within about 2.5 % of fp32. torch.ao marks it deprecated in favour of
     torchao, a dependency we do not need for one call."""
     if not dynamic_int8_available():

@@ -93,20 +93,6 @@ def test_int8_backbone_quantizes_a_copy_and_keeps_the_tokens_close(monkeypatch):
         assert 0 < relative_error(got, want) < 0.05  # quantized, yet close
 
 
-def test_int8_tokens_of_a_frame_do_not_depend_on_its_batch():
-    """Stage 1 batches frames, the live loop runs one: the cache must hold what driving computes."""
-    backbone = load_backbone("vit_tiny_test", "random", progress=False)
-    frames = torch.randint(0, 256, (5, 56, 84, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-    frames[2] = 255 - frames[2]  # a frame of another range among them
-    int8 = FeatureExtractor(backbone, PreprocessSettings(), int8=True, layers=(0,))
-    batch = int8(frames)
-    assert batch.patch.shape[0] == batch.cls.shape[0] == batch.registers.shape[0] == batch.layers[0].shape[0] == 5
-    for i in range(5):
-        alone = int8(frames[i:i + 1])
-        for got, want in zip((*batch[:3], *batch.layers), (*alone[:3], *alone.layers)):
-            torch.testing.assert_close(got[i:i + 1], want, rtol=1e-6, atol=1e-6)
-
-
 def test_int8_backbone_refuses_a_gpu_and_bf16(monkeypatch):
     backbone = load_backbone("vit_tiny_test", "random", progress=False)
     with pytest.raises(UserError, match="--int8-backbone and --bf16 on"):
