@@ -65,6 +65,19 @@ def test_fused_optimizer_steps_like_the_reference_loop():
     assert all(not torch.equal(a, b) for a, b in zip(head.parameters(), start))  # every tensor took the steps
 
 
+def test_a_torch_without_the_fused_kernel_gets_the_plain_loop(monkeypatch):
+    plain = torch.optim.AdamW
+
+    def no_fused(*args, fused=None, **kwargs):
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+        return plain(*args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", no_fused)
+    opt = make_optimizer(build_head(tiny()), OptimSettings(weight_decay=0.05))
+    assert not opt.defaults["fused"] and [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
+
+
 def test_schedule_warmup_cosine_floor():
     s = OptimSettings(lr=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=110)
     assert lr_at(0, s) == pytest.approx(1e-3 / 11)
