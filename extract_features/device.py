@@ -50,6 +50,12 @@ def int8_fits(device: torch.device | str) -> bool:
     return not fast_bf16(device) or "AMX" not in cpu_features()
 
 
+def fastest_precision(device: torch.device | str) -> tuple[bool, bool]:
+    """(bf16, int8) for the backbone where nothing is asked: int8 where it fits, else bf16 where it is fast."""
+    int8 = int8_fits(device)
+    return fast_bf16(device) and not int8, int8
+
+
 def int8_reason(device: torch.device | str) -> str:
     """Why int8 rather than bf16 here, for the demo's first line."""
     return "faster here than bf16 without AMX" if fast_bf16(device) else "bf16 would be several times slower here"

@@ -7,7 +7,8 @@ import torch
 from cache.store import FeatureCache
 from data.errors import UserError
 from drive.agent import extraction_precision, load_agent
-from extract_features.device import cpu_features, cpu_features_text, fast_bf16, int8_fits, precision_name
+from extract_features.device import (cpu_features, cpu_features_text, fast_bf16, fastest_precision, int8_fits,
+                                     precision_name)
 from extract_features.extractor import FeatureExtractor
 from extract_features.loader import Backbone, load_backbone
 from extract_features.pipeline import extract
@@ -72,6 +73,8 @@ def test_an_fp32_checkpoint_never_warns(tmp_path, monkeypatch):
 def test_int8_fits_cpus_without_amx(monkeypatch, capability, avx512_bf16, amx, fits):
     fake_cpu(monkeypatch, capability, avx512_bf16, amx)
     assert int8_fits("cpu") is fits and not int8_fits("cuda")
+    bf16, int8 = fastest_precision("cpu")
+    assert int8 is fits and bf16 is (not fits)  # never both; on these CPUs one of the two always fits
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -42,8 +42,8 @@ from drive.carracing.evaluate import evaluate_agent, evaluate_expert, format_tab
 from drive.carracing.dagger import record_dagger
 from drive.carracing.workers import in_processes, own_process
 from drive.carracing.expert_recording import RecordSettings, episode_prefix, record_expert
-from extract_features.device import (cpu_features_text, cpu_model, fast_bf16, int8_fits, int8_reason, pick_device,
-                                     precision_name)
+from extract_features.device import (cpu_features_text, cpu_model, fastest_precision, int8_fits, int8_reason,
+                                     pick_device, precision_name)
 from extract_features.models import RAW_PATCHES, backbone_config
 from extract_features.pipeline import ExtractSettings, extract
 from extract_features.weights import hub_cache_path, official_url
@@ -165,13 +165,13 @@ def cpu_plan(s: DemoSettings, device: torch.device, cores: int | None = None) ->
 def machine_line(plan: CpuPlan) -> str:
     """The CPU, the features torch found on it and the backbone precision they give, e.g. for a slow demo."""
     device = pick_device("auto")
-    int8 = int8_fits(device)
+    bf16, int8 = fastest_precision(device)
     why = f" (dynamic, Linear layers; {int8_reason(device)})" if int8 else ""
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
     threads = f"{plan.threads} thread{'s' if plan.threads > 1 else ''}"
     threads += f" x {plan.workers} workers" if plan.workers > 1 else ""
     return (f"{where}; CPU {cpu_model()}, {threads}, {cpu_features_text()}; "
-            f"backbone in {precision_name(fast_bf16(device) and not int8, int8)}{why}")
+            f"backbone in {precision_name(bf16, int8)}{why}")
 
 
 def demo_weights(backbone: str) -> str:
@@ -219,12 +219,11 @@ def features(s: DemoSettings, log, backbone: str | None = None, cache: Path | No
               f"  Running on a RANDOMLY INITIALISED {backbone}: real DINOv2 features drive better.\n"
               + "!" * 78 + "\n", flush=True)
     log(f"extracting {backbone} features into {cache}")
-    device = pick_device("auto")
+    bf16, int8 = fastest_precision(pick_device("auto")) if backbone != RAW_PATCHES else (False, False)
     extract(ExtractSettings(recordings=[s.out / "recordings"], cache=cache, backbone=backbone, weights=weights,
                             reduction=Reduction(pca_dim=s.pca_dim), variants=s.variant_names, hud=hud, block_rows=128,
                             batch_size=32, workers=workers,
-                            bf16=fast_bf16(device) and not int8_fits(device) and backbone != RAW_PATCHES,
-                            int8_backbone=int8_fits(device) and backbone != RAW_PATCHES))
+                            bf16=bf16, int8_backbone=int8))
     return cache, weights
 
 
